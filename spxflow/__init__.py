@@ -1,0 +1,3 @@
+"""spxflow: SPHEREx forced-photometry spectra for catalog positions, as a Snakemake workflow."""
+
+__version__ = "0.1.0"

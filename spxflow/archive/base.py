@@ -1,0 +1,105 @@
+"""The one interface every archive backend (simulated, IRSA) implements.
+
+Rules and scripts talk to an ``Archive`` obtained from ``spxflow.archive.make_archive(config)``
+and never know which backend is active.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from spxflow.format import SIA_COLUMN_NAMES
+
+
+@dataclass
+class CutoutResult:
+    """Outcome of fetching one cutout; recorded per image in ``results/cutouts/{source}.json``."""
+
+    image_id: str  # obs_publisher_did of the Level-2 image
+    file_name: str  # Level-2 file name; the cutout is stored under this name
+    status: str  # "ok", "failed" or "no_overlap"
+    reason: str = ""  # why it is not "ok"
+    path: str | None = None  # final path of a validated file (status "ok" only)
+    size_bytes: int = 0
+    sha256: str = ""
+    attempts: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CalibrationFile:
+    family: str  # "spectral_wcs" or "solid_angle_pixel_map"
+    detector: int
+    calibration_id: str
+    path: str
+    size_bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ArchiveError(RuntimeError):
+    """An archive request failed in a way the caller should report (names what failed)."""
+
+
+class NoOverlapError(ArchiveError):
+    """The requested cutout does not overlap the image (IRSA answers HTTP 400)."""
+
+
+class Archive(abc.ABC):
+    """A source of SPHEREx Level-2 discovery tables, cutouts and calibration files."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def discover(self, ra: float, dec: float, radius_arcsec: float) -> pd.DataFrame:
+        """Level-2 images covering (ra, dec): the SIA2 table of §3.1, columns in
+        ``SIA_COLUMN_NAMES`` order, sorted by (t_min, obs_publisher_did)."""
+
+    def discover_many(
+        self, positions: Sequence[tuple[str, float, float]], radius_arcsec: float
+    ) -> dict[str, pd.DataFrame]:
+        """Discovery for many (key, ra, dec) positions at once; backends that can answer many
+        positions in one pass override this."""
+        return {key: self.discover(ra, dec, radius_arcsec) for key, ra, dec in positions}
+
+    @abc.abstractmethod
+    def fetch_cutout(
+        self, row: Mapping, ra: float, dec: float, size_arcsec: float, dest_dir: Path
+    ) -> CutoutResult:
+        """Fetch one cutout of discovery ``row`` centred on (ra, dec) into
+        ``dest_dir/<Level-2 file name>``: validated before an atomic rename, never raising for
+        a per-image failure (the result says why)."""
+
+    def fetch_cutouts(
+        self,
+        rows: Iterable[Mapping],
+        ra: float,
+        dec: float,
+        size_arcsec: float,
+        dest_dir: Path,
+    ) -> list[CutoutResult]:
+        """All cutouts of one source; backends may fetch concurrently (same order as rows)."""
+        return [self.fetch_cutout(row, ra, dec, size_arcsec, dest_dir) for row in rows]
+
+    @abc.abstractmethod
+    def fetch_calibration(self, family: str, detector: int, dest: Path) -> CalibrationFile:
+        """Write calibration product ``family`` for ``detector`` to ``dest`` (atomically)."""
+
+
+def normalise_discovery(df: pd.DataFrame) -> pd.DataFrame:
+    """Same columns, order and row order for every backend; raises naming missing columns."""
+    missing = [c for c in SIA_COLUMN_NAMES if c not in df.columns]
+    if missing:
+        raise ArchiveError(f"discovery table lacks SIA2 columns {missing}")
+    out = df.loc[:, list(SIA_COLUMN_NAMES)].copy()
+    out = out.sort_values(["t_min", "obs_publisher_did"], kind="mergesort")
+    return out.reset_index(drop=True)

@@ -1,0 +1,66 @@
+"""Validation of a cutout file before it is renamed into place or measured."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+
+import numpy as np
+from astropy.io import fits
+
+from spxflow.format import EXTNAMES
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def maybe_gunzip(data: bytes) -> bytes:
+    """Decompress ``data`` if it starts with the gzip magic bytes (IRSA gzips by default)."""
+    return gzip.decompress(data) if data[:2] == GZIP_MAGIC else data
+
+
+def cutout_problem(path: str | os.PathLike) -> str:
+    """Empty string if ``path`` is a complete SPHEREx cutout, else the reason it is not.
+
+    Checks FITS structure (every HDU's data present: a truncated file fails), the seven HDUs
+    in order, image shapes that agree, and an IMAGE that is not all zero or non-finite.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head == GZIP_MAGIC:
+            return "file is gzip-compressed (decompress before validating)"
+        with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+            names = [h.name for h in hdul]
+            if names[: len(EXTNAMES)] != list(EXTNAMES):
+                return f"HDUs {names} do not match the Level-2 layout {list(EXTNAMES)}"
+            for h in hdul[1:]:
+                _ = h.data  # reading every HDU's data detects truncation
+            image = hdul["IMAGE"].data
+            if image is None or image.ndim != 2 or image.size == 0:
+                return "IMAGE HDU has no 2-D data"
+            for name in ("FLAGS", "VARIANCE", "ZODI"):
+                if hdul[name].data is None or hdul[name].data.shape != image.shape:
+                    return f"{name} shape does not match IMAGE {image.shape}"
+            finite = np.isfinite(image)
+            if not finite.any() or not np.any(image[finite] != 0):
+                return "IMAGE is all zero or non-finite"
+            if hdul["PSF"].data is None or hdul["PSF"].data.ndim != 3:
+                return "PSF HDU is not a 3-D cube"
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+        return f"not a readable FITS cutout: {type(exc).__name__}: {exc}"
+    return ""
+
+
+def cutout_problem_bytes(data: bytes) -> str:
+    """Like ``cutout_problem`` for in-memory bytes (already un-gzipped)."""
+    try:
+        with fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False) as hdul:
+            names = [h.name for h in hdul]
+            if names[: len(EXTNAMES)] != list(EXTNAMES):
+                return f"HDUs {names} do not match the Level-2 layout {list(EXTNAMES)}"
+            for h in hdul[1:]:
+                _ = h.data
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+        return f"not a readable FITS cutout: {type(exc).__name__}: {exc}"
+    return ""
