@@ -127,5 +127,8 @@ def empty_measurements():
     import pandas as pd
 
     return pd.DataFrame(
-        {c.name: pd.Series(dtype=object if c.dtype == "str" else c.dtype) for c in MEASUREMENT_COLUMNS}
+        {
+            c.name: pd.Series(dtype=object if c.dtype == "str" else c.dtype)
+            for c in MEASUREMENT_COLUMNS
+        }
     )

@@ -1,0 +1,16 @@
+"""Rule `source_products`: thin wrapper; the logic is in spxflow.stages."""
+
+from spxflow import stages
+from spxflow.rulelog import rule_logging
+
+snakemake = snakemake  # noqa: F821 (injected by Snakemake)
+
+with rule_logging(snakemake.log[0], "source_products", f"source {snakemake.wildcards.source}"):
+    stages.write_source_products(
+        snakemake.config,
+        snakemake.wildcards.source,
+        snakemake.params.target,
+        snakemake.params.neighbours,
+        snakemake.input,
+        snakemake.output,
+    )

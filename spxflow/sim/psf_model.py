@@ -1,0 +1,121 @@
+"""PSF cube model and THE rendering convention shared by the simulator and photometry.
+
+PSF cube (per detector, constant): 121 planes (11x11 zones, x-fast: ``plane = iy*11 + ix``) of
+101x101 samples at 10x oversampling (0.615″). Oversampled sample ``(i, j)`` (row i, column j) sits
+at offset ``((j - 50) * 0.1, (i - 50) * 0.1)`` native pixels from the PSF centre; each plane sums
+to 1 (float64 normalisation, stored float32). The profile is an elliptical Gaussian core plus a
+broader Gaussian wing; FWHM follows the pre-launch band values (4.6″ at 0.75 µm to 6.9″ at 5 µm)
+and grows by up to 3 % toward the frame corners, with radial ellipticity up to 0.08, so the zone
+matters at the few-per-cent level.
+
+Rendering convention (``render_psf_native``), used by the simulator for every source:
+
+1. The PSF is the continuous function obtained by **bilinear interpolation** of the oversampled
+   samples (zero outside the 101x101 grid); sample (i, j) sits at oversampled index coordinates
+   (i, j), i.e. at native offset ((j-50)/10, (i-50)/10).
+2. A native pixel covers offsets [-0.5, +0.5] around its centre. Its PSF integral is the **sum of
+   the interpolated PSF at the 10x10 sub-cell centres** of that pixel, i.e. at native offsets
+   ``c - dx - 0.45 + 0.1*a`` (a = 0..9) in x and likewise in y, where ``c`` is the pixel's offset
+   from the stamp's reference pixel and ``(dx, dy)`` the source position relative to that
+   reference pixel's centre. (Equivalently: shift the oversampled plane by the sub-pixel phase
+   with bilinear interpolation and block-sum 10x10.) A stamp that covers the whole PSF sums to
+   exactly the plane sum (1).
+3. The plane is chosen from the source's parent-pixel position with ``spxflow.format.psf_plane``.
+4. Surface brightness of native pixel p: ``I_p [MJy/sr] = F [µJy] * psf_integral_p /
+   (Omega_p [arcsec²] * 23.5045)`` with ``Omega_p`` the solid-angle-map value of that parent pixel.
+
+The stamp reference pixel is ``size // 2``; stamp pixel (r, c) is the native pixel
+``(ref_x + c - size//2, ref_y + r - size//2)``. The simulator uses ``size = 11`` and the reference
+pixel ``round(x_source)``, ``round(y_source)`` (0-based parent pixels), so ``|dx|, |dy| <= 0.5``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from spxflow.format import (
+    NPIX,
+    PIXEL_SCALE_ARCSEC,
+    PSF_CENTER,
+    PSF_NZONE,
+    PSF_OVERSAMP,
+    PSF_SIZE,
+    psf_zone_centers,
+)
+
+# Pre-launch effective FWHM [arcsec] vs wavelength [µm] (spec §5, PP FWHM_v28).
+FWHM_TABLE_UM = np.array([0.75, 1.08, 1.63, 2.41, 3.80, 4.42, 5.00])
+FWHM_TABLE_ARCSEC = np.array([4.61, 4.68, 4.85, 5.18, 6.00, 6.43, 6.87])
+DETECTOR_CENTRAL_UM = {1: 0.93, 2: 1.37, 3: 2.02, 4: 3.10, 5: 4.11, 6: 4.70}
+STAMP_SIZE = 11  # native pixels; covers the full 101-sample (±5.05 px) oversampled plane
+WING_FRACTION = 0.12
+WING_SCALE = 2.2
+
+
+def detector_fwhm_arcsec(detector: int) -> float:
+    """Median PSF FWHM of a detector (written as ``PSF_FWHM``)."""
+    return float(np.interp(DETECTOR_CENTRAL_UM[detector], FWHM_TABLE_UM, FWHM_TABLE_ARCSEC))
+
+
+def _plane(fwhm_arcsec: float, ellip: float, theta: float) -> np.ndarray:
+    off = (np.arange(PSF_SIZE) - PSF_CENTER) / PSF_OVERSAMP * PIXEL_SCALE_ARCSEC  # arcsec
+    yy, xx = np.meshgrid(off, off, indexing="ij")
+    c, s = np.cos(theta), np.sin(theta)
+    xr = c * xx + s * yy
+    yr = -s * xx + c * yy
+    sigma = fwhm_arcsec / 2.3548
+    sa = sigma * np.sqrt(1 + ellip)
+    sb = sigma / np.sqrt(1 + ellip)
+    core = np.exp(-0.5 * ((xr / sa) ** 2 + (yr / sb) ** 2))
+    wing = np.exp(-0.5 * (xx**2 + yy**2) / (WING_SCALE * sigma) ** 2)
+    prof = (1 - WING_FRACTION) * core / core.sum() + WING_FRACTION * wing / wing.sum()
+    return prof / prof.sum()
+
+
+@functools.cache
+def psf_cube(detector: int) -> np.ndarray:
+    """(121, 101, 101) float32 PSF cube of a detector, planes in x-fast zone order."""
+    fwhm0 = detector_fwhm_arcsec(detector)
+    centres = psf_zone_centers()
+    half = (NPIX - 1) / 2.0
+    cube = np.empty((PSF_NZONE * PSF_NZONE, PSF_SIZE, PSF_SIZE), dtype=np.float32)
+    for iy in range(PSF_NZONE):
+        for ix in range(PSF_NZONE):
+            qx = (centres[ix] - half) / half
+            qy = (centres[iy] - half) / half
+            r = np.hypot(qx, qy) / np.sqrt(2.0)
+            # Detector-dependent sign of the size trend so planes differ between detectors.
+            fwhm = fwhm0 * (1.0 + 0.03 * r * r * (1 if detector % 2 else -0.7) + 0.01 * qx)
+            cube[iy * PSF_NZONE + ix] = _plane(fwhm, 0.08 * r, np.arctan2(qy, qx))
+    cube.setflags(write=False)
+    return cube
+
+
+def _axis_matrix(shift: float, size: int) -> np.ndarray:
+    """(size, 101) matrix M such that stamp = My @ plane @ Mx.T (see module docstring)."""
+    h = size // 2
+    cols = np.arange(size)[:, None]
+    sub = np.arange(PSF_OVERSAMP)[None, :]
+    # Oversampled index coordinate of each sub-cell centre.
+    pos = PSF_CENTER + PSF_OVERSAMP * (cols - h - shift) - (PSF_OVERSAMP - 1) / 2.0 + sub
+    i0 = np.floor(pos).astype(np.int64)
+    t = pos - i0
+    m = np.zeros((size, PSF_SIZE + 2))
+    rows = np.broadcast_to(cols, pos.shape)
+    # Column k+1 of the padded matrix is oversampled index k; out-of-range weights fall in pads.
+    lo = np.clip(i0 + 1, 0, PSF_SIZE + 1)
+    hi = np.clip(i0 + 2, 0, PSF_SIZE + 1)
+    np.add.at(m, (rows, lo), 1.0 - t)
+    np.add.at(m, (rows, hi), t)
+    return m[:, 1 : PSF_SIZE + 1]
+
+
+def render_psf_native(plane: np.ndarray, dx: float, dy: float, size: int = STAMP_SIZE):
+    """Pixel-integrated PSF stamp (size x size, float64) of a source offset by (dx, dy) native
+    pixels from the centre of stamp pixel (size//2, size//2). Sums to the plane sum when the
+    stamp covers the whole PSF (size >= 11 and |dx|, |dy| <= 0.5)."""
+    mx = _axis_matrix(float(dx), size)
+    my = _axis_matrix(float(dy), size)
+    return my @ np.asarray(plane, dtype=np.float64) @ mx.T

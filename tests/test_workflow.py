@@ -1,0 +1,203 @@
+"""The workflow end to end through Snakemake on a tiny catalog: outputs, reruns, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from spxflow.columns import MEASUREMENT_COLUMN_NAMES, REQUIRED_COLUMNS
+from spxflow.manifest import verify_manifest
+from tests.workflow_helpers import (
+    REPO,
+    make_workspace,
+    planned_jobs,
+    result_files,
+    snakemake,
+)
+
+pytestmark = pytest.mark.slow
+
+CONFIG = ["--config", "catalog=catalog.csv"]
+
+
+def tiny_catalog() -> pd.DataFrame:
+    demo = pd.read_csv(REPO / "resources" / "demo_catalog.csv")
+    return demo.head(2).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A workspace in which the whole workflow has run once on the tiny catalog."""
+    ws = make_workspace(tmp_path_factory.mktemp("wf"), tiny_catalog())
+    snakemake(ws, *CONFIG)
+    return ws
+
+
+def sources(ws):
+    from spxflow.slug import safe_slug
+
+    return [safe_slug(n) for n in pd.read_csv(ws / "catalog.csv")["Name"]]
+
+
+def test_every_contract_output_exists_and_is_consistent(done):
+    for s in sources(done):
+        for rel in [
+            f"results/discovery/{s}.parquet",
+            f"results/cutouts/{s}.json",
+            f"results/measurements/{s}.parquet",
+            f"results/spectra/{s}.csv",
+            f"results/provenance/{s}_provenance.json",
+            f"results/provenance/{s}_measurement_index.json",
+            f"results/provenance/{s}_output_manifest.json",
+            f"results/plots/{s}_sed.png",
+            f"results/qa/{s}/{s}_qa_summary.png",
+        ]:
+            assert (done / rel).is_file(), rel
+        meas = pd.read_parquet(done / f"results/measurements/{s}.parquet")
+        disc = pd.read_parquet(done / f"results/discovery/{s}.parquet")
+        assert len(meas) == len(disc) > 0  # one row per discovered image, none dropped
+        assert list(meas.columns) == list(MEASUREMENT_COLUMN_NAMES)
+        spec = pd.read_csv(done / f"results/spectra/{s}.csv")
+        assert set(REQUIRED_COLUMNS) <= set(spec.columns)
+        assert {"config_hash", "code_version", "schema_version"} <= set(spec.columns)
+        assert spec["measurement_id"].tolist() == meas["measurement_id"].tolist()
+        assert meas["measurement_id"].is_unique
+        manifest = done / f"results/provenance/{s}_output_manifest.json"
+        os.chdir(done)
+        assert verify_manifest(manifest, root=done) == []
+        m = json.loads(manifest.read_text())
+        assert m["measurement_ids"] == meas["measurement_id"].tolist()
+        # cleanup=success-after-source: cutouts are temp() and gone after measuring
+        assert not (done / f"data/cutouts/{s}").exists()
+    summary = pd.read_csv(done / "results/summary/sources.csv")
+    assert len(summary) == 2
+    acc = pd.read_csv(done / "results/validation/accuracy.csv")
+    assert len(acc) >= 1
+
+
+def test_complete_run_plans_nothing(done):
+    assert planned_jobs(done, *CONFIG) == []
+
+
+def test_deleting_one_spectrum_reruns_only_that_sources_products(done):
+    s = sources(done)[0]
+    (done / f"results/spectra/{s}.csv").unlink()
+    jobs = planned_jobs(done, *CONFIG)
+    per_source = {(r, w) for r, w in jobs if w}
+    assert per_source == {("source_products", f"source={s}")}
+    assert {r for r, _ in jobs} <= {"source_products", "summary"}
+    snakemake(done, *CONFIG)
+    assert planned_jobs(done, *CONFIG) == []
+
+
+def test_runtime_knobs_rerun_nothing(done):
+    assert planned_jobs(done, *CONFIG, "cleanup=never") == []
+    assert planned_jobs(done, *CONFIG, "--set-threads", "photometry=2") == []
+    assert planned_jobs(done, "--cores", "1", *CONFIG) == []
+
+
+def test_changing_a_photometry_parameter_reruns_photometry_for_all(done):
+    jobs = planned_jobs(done, *CONFIG, "photometry={'fit_radius_px': 3.0}")
+    photometry = {w for r, w in jobs if r == "photometry"}
+    assert photometry == {f"source={s}" for s in sources(done)}
+    assert not any(r == "discovery" for r, _ in jobs)
+
+
+def test_full_qa_runs_only_qa_jobs_and_reports_cleaned_cutouts(done):
+    jobs = planned_jobs(done, *CONFIG, "qa_level=full")
+    assert {r for r, _ in jobs} == {"qa_full"}
+    assert len(jobs) == len(sources(done))
+    snakemake(done, *CONFIG, "qa_level=full")
+    s = sources(done)[0]
+    m = json.loads((done / f"results/qa/{s}/{s}_qa_manifest.json").read_text())
+    assert m["problems"] and "not on disk" in m["problems"][0]
+    assert not (done / f"data/cutouts/{s}").exists()  # nothing was re-downloaded
+
+
+def test_update_reruns_only_sources_whose_image_list_changed(done):
+    s0, s1 = sources(done)
+    path = done / f"results/discovery/{s0}.parquet"
+    table = pd.read_parquet(path)
+    table.iloc[1:].to_parquet(path, index=False)  # pretend the archive gained an image
+    time.sleep(1.1)
+    jobs = planned_jobs(done, *CONFIG, "update=true")
+    touched = {w for _, w in jobs if w}
+    assert f"source={s0}" in touched and f"source={s1}" not in touched
+    snakemake(done, *CONFIG, "update=true")
+    assert len(pd.read_parquet(path)) == len(table)
+
+
+def test_check_verifies_and_detects_tampering(done):
+    snakemake(done, *CONFIG, "check")
+    s = sources(done)[1]
+    spec = done / f"results/spectra/{s}.csv"
+    original = spec.read_bytes()
+    spec.write_bytes(original.replace(b"detected", b"DETECTED", 1))
+    proc = snakemake(done, *CONFIG, "check", check=False)
+    assert proc.returncode != 0
+    report = json.loads((done / "results/check/check_report.json").read_text())
+    assert any(p["status"] == "tampered" and s in p["path"] for p in report["problems"])
+    spec.write_bytes(original)
+
+
+def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
+    ws = make_workspace(tmp_path / "killed", tiny_catalog())
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--scheduler", "greedy", *CONFIG]
+    proc = subprocess.Popen(cmd, cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((ws / "results").glob("measurements/*.parquet")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    snakemake(ws, "--unlock", *CONFIG)
+    snakemake(ws, "--rerun-incomplete", *CONFIG)
+    assert not list(ws.rglob("*.part"))
+    ours, reference = result_files(ws), result_files(done)
+    ours.pop("results/check/check_report.json", None)
+    reference.pop("results/check/check_report.json", None)
+    reference = {k: v for k, v in reference.items() if "/measurements/" not in k or k.endswith(".parquet")}
+    ours = {k: v for k, v in ours.items() if k in reference or "/qa/" not in k}
+    assert sorted(ours) == sorted(k for k in reference if not k.endswith("_qa_manifest.json"))
+    for k in ours:
+        assert ours[k] == reference[k], f"{k} differs after kill + rerun"
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([["ok", 10.0, 95.0]], "DEC_deg='95.0' is not in"),
+        ([["ok", float("nan"), 5.0]], "RA_deg='nan'"),
+        ([["x", 10.0, 5.0], ["x", 11.0, 5.0]], "duplicate name 'x'"),
+        ([["a/b", 10.0, 5.0], ["a b", 11.0, 5.0]], "becomes file name 'a_b'"),
+    ],
+)
+def test_hostile_catalog_is_rejected_before_anything_runs(tmp_path, rows, message):
+    ws = make_workspace(tmp_path, pd.DataFrame(rows, columns=["Name", "RA_deg", "DEC_deg"]))
+    proc = snakemake(ws, "-n", *CONFIG, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (ws / "results").exists()
+
+
+def test_hostile_names_are_slugged_into_the_project_folders(tmp_path):
+    demo = tiny_catalog().head(1)
+    rows = pd.DataFrame(
+        {
+            "Name": ["../../escape", "$(touch pwned)", "quote's \"x\""],
+            "RA_deg": [demo.RA_deg[0]] * 3,
+            "DEC_deg": [demo.DEC_deg[0] + d for d in (0.0, 0.05, 0.1)],
+        }
+    )
+    ws = make_workspace(tmp_path / "ws", rows)
+    jobs = planned_jobs(ws, *CONFIG)
+    slugs = {w.split("=", 1)[1] for r, w in jobs if r == "discovery"}
+    assert slugs == {"escape", "touch_pwned", "quote_s_x"}
+    assert not (tmp_path / "escape").exists() and not (ws / "pwned").exists()

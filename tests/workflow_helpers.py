@@ -1,0 +1,75 @@
+"""Run the real workflow (Snakefile, rules, scripts) in a throw-away copy of the project."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_ITEMS = ("Snakefile", "workflow", "config", "scripts", "resources", "profiles")
+
+
+def make_workspace(dest: Path, catalog_rows: pd.DataFrame | None = None) -> Path:
+    """Copy the project's workflow files to ``dest`` (calibration cache excluded)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in PROJECT_ITEMS:
+        src = REPO / item
+        if not src.exists():
+            continue
+        if src.is_dir():
+            shutil.copytree(
+                src, dest / item, ignore=shutil.ignore_patterns("calibration", "__pycache__")
+            )
+        else:
+            shutil.copy2(src, dest / item)
+    if catalog_rows is not None:
+        catalog_rows.to_csv(dest / "catalog.csv", index=False)
+    return dest
+
+
+def snakemake(ws: Path, *args: str, check: bool = True, timeout: float = 900):
+    """Run ``snakemake`` in workspace ``ws``; returns the CompletedProcess (text output)."""
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--scheduler", "greedy", *args]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        cmd, cwd=ws, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+            f"{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+_JOB = re.compile(r"^rule (\w+):\s*$(?P<body>(?:\n(?!rule |localrule ).*)*)", re.MULTILINE)
+_WILDCARDS = re.compile(r"wildcards: (.*)")
+
+
+def planned_jobs(ws: Path, *args: str) -> list[tuple[str, str]]:
+    """(rule, wildcards text) of every job a dry run plans."""
+    proc = snakemake(ws, "-n", *args)
+    text = proc.stdout + proc.stderr
+    text = text.replace("localrule ", "rule ")
+    jobs = []
+    for m in _JOB.finditer(text):
+        wc = _WILDCARDS.search(m.group("body"))
+        if m.group(1) != "all":  # the target rule itself is not work
+            jobs.append((m.group(1), wc.group(1).strip() if wc else ""))
+    return jobs
+
+
+def result_files(ws: Path) -> dict[str, bytes]:
+    """Every file under results/ (logs and benchmarks live elsewhere) with its bytes."""
+    root = ws / "results"
+    return {
+        str(p.relative_to(ws)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }

@@ -1,0 +1,18 @@
+rule validate_catalog:
+    input:
+        config["catalog"],
+    output:
+        "results/catalog/catalog.csv",
+    params:
+        options=config["catalog_options"],
+        default_size=config["cutout_size_arcsec"],
+    log:
+        "logs/validate_catalog.log",
+    benchmark:
+        "logs/benchmarks/validate_catalog.tsv"
+    resources:
+        mem_mb=mem_mb_scaled(1000),
+        runtime=runtime_scaled(10),
+    retries: 1
+    script:
+        "../../scripts/validate_catalog.py"

@@ -1,0 +1,113 @@
+# Config and catalog validation, wildcard constraints and every input/params function.
+import os
+
+from snakemake.utils import validate
+
+from spxflow.catalog import CatalogSettings, neighbour_lists, read_catalog
+from spxflow.format import CALIBRATION_FAMILIES, DETECTORS, calibration_file_name
+from spxflow.identity import archive_science_config
+from spxflow.photometry import PHOTOMETRY_VERSION, PhotometrySettings
+from spxflow.slug import SLUG_REGEX
+from spxflow.stages import refresh_discovery
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+CATALOG_SETTINGS = CatalogSettings.from_config(config)
+CATALOG = read_catalog(config["catalog"], CATALOG_SETTINGS)
+validate(CATALOG, "../schemas/catalog.schema.yaml")
+SOURCES = CATALOG["source"].tolist()
+TARGETS = {
+    row.source: {
+        "name": row.name,
+        "ra_deg": float(row.ra_deg),
+        "dec_deg": float(row.dec_deg),
+        "cutout_size_arcsec": float(row.cutout_size_arcsec),
+    }
+    for row in CATALOG.itertuples(index=False)
+}
+NEIGHBOURS = neighbour_lists(CATALOG, CATALOG_SETTINGS.neighbour_radius_arcsec)
+ARCHIVE_SCIENCE = archive_science_config(config)
+PHOTOMETRY_SCIENCE = PhotometrySettings.from_config(config.get("photometry", {})).science_dict()
+CALIBRATION_FILES = [
+    f"resources/calibration/{calibration_file_name(family, det)}"
+    for family in CALIBRATION_FAMILIES
+    for det in DETECTORS
+]
+IS_SIMULATED = config["archive"]["backend"] == "simulated"
+
+if config.get("update"):
+    # Re-query now so that the DAG below sees exactly the discovery tables that changed.
+    refresh_discovery(config, CATALOG, "results/discovery")
+
+
+wildcard_constraints:
+    source=SLUG_REGEX,
+    family="|".join(CALIBRATION_FAMILIES),
+    detector="[1-6]",
+
+
+def get_final_outputs():
+    outputs = expand("results/provenance/{source}_output_manifest.json", source=SOURCES)
+    outputs += ["results/summary/sources.csv", "results/summary/measurements.fits"]
+    if IS_SIMULATED:
+        outputs.append("results/validation/accuracy.csv")
+    if config["qa_level"] == "full":
+        outputs += expand("results/qa/{source}/{source}_qa_manifest.json", source=SOURCES)
+    return outputs
+
+
+def get_target(wildcards):
+    return TARGETS[wildcards.source]
+
+
+def get_neighbours(wildcards):
+    return NEIGHBOURS[wildcards.source]
+
+
+def cutout_dir(wildcards=None):
+    return "data/cutouts/{source}"
+
+
+def cutouts_output():
+    if config["cleanup"] == "success-after-source":
+        return temp(directory("data/cutouts/{source}"))
+    return directory("data/cutouts/{source}")
+
+
+def get_qa_full_input(wildcards):
+    # Cutouts are only an input while they still exist or will be made in this run; after
+    # cleanup, full QA says so instead of re-downloading (see scripts/qa_full.py).
+    inputs = {
+        "measurements": f"results/measurements/{wildcards.source}.parquet",
+        "index": f"results/cutouts/{wildcards.source}.json",
+    }
+    if not os.path.exists(inputs["measurements"]):
+        inputs["cutouts"] = f"data/cutouts/{wildcards.source}"
+    return inputs
+
+
+def get_all_measurements(wildcards=None):
+    return expand("results/measurements/{source}.parquet", source=SOURCES)
+
+
+def get_all_cutout_indexes(wildcards=None):
+    return expand("results/cutouts/{source}.json", source=SOURCES)
+
+
+def get_all_manifests(wildcards=None):
+    return expand("results/provenance/{source}_output_manifest.json", source=SOURCES)
+
+
+def mem_mb_scaled(base):
+    def mem_mb(wildcards, attempt):
+        return base * attempt
+
+    return mem_mb
+
+
+def runtime_scaled(base):
+    def runtime(wildcards, attempt):
+        return base * attempt
+
+    return runtime

@@ -1,0 +1,23 @@
+# Full QA (qa_level: full): one PNG per measurement, never touching science outputs.
+rule qa_full:
+    input:
+        unpack(get_qa_full_input),
+    output:
+        pngs=directory("results/qa/{source}/measurements"),
+        manifest="results/qa/{source}/{source}_qa_manifest.json",
+    params:
+        target=get_target,
+        neighbours=get_neighbours,
+        photometry=PHOTOMETRY_SCIENCE,
+        cutout_dir="data/cutouts/{source}",
+    log:
+        "logs/qa_full/{source}.log",
+    benchmark:
+        "logs/benchmarks/qa_full/{source}.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem_mb_scaled(2000),
+        runtime=runtime_scaled(30),
+    retries: 1
+    script:
+        "../../scripts/qa_full.py"

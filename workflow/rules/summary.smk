@@ -1,0 +1,62 @@
+rule summary:
+    input:
+        catalog="results/catalog/catalog.csv",
+        measurements=get_all_measurements(),
+        manifests=get_all_manifests(),
+    output:
+        sources=report(
+            "results/summary/sources.csv",
+            caption="../report/sources.rst",
+            category="Summary",
+            labels={"table": "sources"},
+        ),
+        fits="results/summary/measurements.fits",
+    log:
+        "logs/summary.log",
+    benchmark:
+        "logs/benchmarks/summary.tsv"
+    resources:
+        mem_mb=mem_mb_scaled(4000),
+        runtime=runtime_scaled(30),
+    retries: 1
+    script:
+        "../../scripts/summary.py"
+
+
+rule accuracy:
+    input:
+        measurements=get_all_measurements(),
+        indexes=get_all_cutout_indexes(),
+    output:
+        report(
+            "results/validation/accuracy.csv",
+            caption="../report/accuracy.rst",
+            category="Summary",
+            labels={"table": "accuracy vs truth"},
+        ),
+    log:
+        "logs/accuracy.log",
+    benchmark:
+        "logs/benchmarks/accuracy.tsv"
+    resources:
+        mem_mb=mem_mb_scaled(4000),
+        runtime=runtime_scaled(30),
+    retries: 1
+    script:
+        "../../scripts/accuracy.py"
+
+
+# Re-verify every manifest against the files on disk without re-running science:
+# `snakemake check`. It has no inputs or outputs so it never triggers other jobs and always
+# runs when asked for; it writes results/check/check_report.json and fails if anything is
+# missing, stale or tampered.
+rule check:
+    log:
+        "logs/check.log",
+    benchmark:
+        "logs/benchmarks/check.tsv"
+    resources:
+        mem_mb=mem_mb_scaled(2000),
+        runtime=runtime_scaled(30),
+    script:
+        "../../scripts/check.py"
