@@ -5,8 +5,9 @@ PSF cube (per detector, constant): 121 planes (11x11 zones, x-fast: ``plane = iy
 at offset ``((j - 50) * 0.1, (i - 50) * 0.1)`` native pixels from the PSF centre; each plane sums
 to 1 (float64 normalisation, stored float32). The profile is an elliptical Gaussian core plus a
 broader Gaussian wing; FWHM follows the pre-launch band values (4.6″ at 0.75 µm to 6.9″ at 5 µm)
-and grows by up to 3 % toward the frame corners, with radial ellipticity up to 0.08, so the zone
-matters at the few-per-cent level.
+and varies by about ±4 % across the frame (mostly along x), with a twisted radial ellipticity up to
+0.10, so the zone matters at the few-per-cent level (a PSF fit with the transposed corner zone
+is off by 3-8 %).
 
 Rendering convention (``render_psf_native``), used by the simulator for every source:
 
@@ -20,7 +21,8 @@ Rendering convention (``render_psf_native``), used by the simulator for every so
    reference pixel's centre. (Equivalently: shift the oversampled plane by the sub-pixel phase
    with bilinear interpolation and block-sum 10x10.) A stamp that covers the whole PSF sums to
    exactly the plane sum (1).
-3. The plane is chosen from the source's parent-pixel position with ``spxflow.format.psf_plane``.
+3. The plane is chosen from the source's (unrounded, 0-based) parent-pixel position with
+   ``spxflow.format.psf_plane`` (geometry only, x-fast).
 4. Surface brightness of native pixel p: ``I_p [MJy/sr] = F [µJy] * psf_integral_p /
    (Omega_p [arcsec²] * 23.5045)`` with ``Omega_p`` the solid-angle-map value of that parent pixel.
 
@@ -52,6 +54,10 @@ DETECTOR_CENTRAL_UM = {1: 0.93, 2: 1.37, 3: 2.02, 4: 3.10, 5: 4.11, 6: 4.70}
 STAMP_SIZE = 11  # native pixels; covers the full 101-sample (±5.05 px) oversampled plane
 WING_FRACTION = 0.12
 WING_SCALE = 2.2
+ZONE_FWHM_GRAD_X = 0.04  # relative FWHM change per unit of x/(frame half-width)
+ZONE_FWHM_GRAD_Y = -0.015
+ZONE_ELLIPTICITY = 0.10  # ellipticity at the frame corners
+ZONE_TWIST = 0.4  # rad per unit x: ellipticity position angle twist
 
 
 def detector_fwhm_arcsec(detector: int) -> float:
@@ -86,9 +92,11 @@ def psf_cube(detector: int) -> np.ndarray:
             qx = (centres[ix] - half) / half
             qy = (centres[iy] - half) / half
             r = np.hypot(qx, qy) / np.sqrt(2.0)
-            # Detector-dependent sign of the size trend so planes differ between detectors.
-            fwhm = fwhm0 * (1.0 + 0.03 * r * r * (1 if detector % 2 else -0.7) + 0.01 * qx)
-            cube[iy * PSF_NZONE + ix] = _plane(fwhm, 0.08 * r, np.arctan2(qy, qx))
+            # Size gradient along x (not y) and twisted radial ellipticity: the pattern is not
+            # symmetric under ix <-> iy, so a transposed zone lookup costs a few per cent.
+            fwhm = fwhm0 * (1.0 + ZONE_FWHM_GRAD_X * qx + ZONE_FWHM_GRAD_Y * qy + 0.03 * r * r)
+            theta = np.arctan2(qy, qx) + ZONE_TWIST * qx
+            cube[iy * PSF_NZONE + ix] = _plane(fwhm, ZONE_ELLIPTICITY * r, theta)
     cube.setflags(write=False)
     return cube
 

@@ -138,11 +138,17 @@ def world_to_pixel(ra, dec, ra0, dec0, cd, sip: Sip, iterations: int = 6):
     det = cd[..., 0, 0] * cd[..., 1, 1] - cd[..., 0, 1] * cd[..., 1, 0]
     fu = (cd[..., 1, 1] * xi - cd[..., 0, 1] * eta) / det
     fv = (-cd[..., 1, 0] * xi + cd[..., 0, 0] * eta) / det
-    u = fu + sip_poly(sip.ap, fu, fv)
-    v = fv + sip_poly(sip.bp, fu, fv)
+    # SIP is only meaningful near the frame; far points (outside anyway) keep the linear
+    # solution so the cubic iteration cannot diverge.
+    near = (np.abs(fu) < 4000.0) & (np.abs(fv) < 4000.0)
+    fu_n = np.where(near, fu, 0.0)
+    fv_n = np.where(near, fv, 0.0)
+    u = fu_n + sip_poly(sip.ap, fu_n, fv_n)
+    v = fv_n + sip_poly(sip.bp, fu_n, fv_n)
     for _ in range(iterations):  # fixed point of u + A(u, v) = fu (distortion gradients << 1)
-        u = fu - sip_poly(sip.a, u, v)
-        v = fv - sip_poly(sip.b, u, v)
+        u, v = fu_n - sip_poly(sip.a, u, v), fv_n - sip_poly(sip.b, u, v)
+    u = np.where(near, u, fu)
+    v = np.where(near, v, fv)
     return u + CRPIX - 1.0, v + CRPIX - 1.0, front
 
 

@@ -1,0 +1,335 @@
+"""One-page QA summary of one source's measurements.
+
+Panels: S/N vs wavelength; result flags by name; reduced chi-square histogram; a pull
+distribution; masked fraction and fitted background vs wavelength; a grid of representative
+cutout stamps (data / model / residual).
+
+Pull: with a truth column (``TRUTH_COLUMNS``, e.g. from the simulator) it is
+``(flux - truth) / flux_err``. Without one it is a *local* pull, ``(flux - median of the
+2*LOCAL_PULL_HALF_WINDOW measurements nearest in wavelength) / flux_err``: for a spectrum that
+is smooth on the scale of a few channels and correct errors it is close to N(0, 1) (slightly
+wider, by the scatter of the median), so a much wider distribution means underestimated errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from spxflow.plots.sed import _num, classify_rows
+from spxflow.plots.style import (
+    COLOR_NOT_RECOMMENDED,
+    COLOR_RECOMMENDED,
+    DETECTOR_COLORS,
+    FONT,
+    decode_flag_counts,
+    load_result_flags,
+    message_panel,
+    new_figure,
+    robust_limits,
+    save_png,
+    shade_detector_bands,
+    symmetric_limit,
+    wavelength_limits_um,
+)
+
+TRUTH_COLUMNS = ("truth_flux_uJy", "flux_true_uJy", "true_flux_uJy")
+LOCAL_PULL_HALF_WINDOW = 3
+MAX_STAMPS = 6
+CHI2_MAX = 5.0
+
+
+def plot_qa_summary(
+    measurements: pd.DataFrame,
+    out_png: str | os.PathLike,
+    *,
+    title_name: str,
+    stamps: list[dict] | None = None,
+    result_flags: Mapping[str, tuple[int, str]] | None = None,
+) -> None:
+    """Write the QA summary PNG (1400 x 1050 px) of one source.
+
+    ``stamps``: dicts with ``data``, ``model``, ``residual`` (2-D arrays), optional ``mask``
+    (True = masked) and ``label``, e.g. from ``model_images``; at most ``MAX_STAMPS`` are shown.
+    ``result_flags``: ``{name: (bit, help)}``; default: the photometry's ``RESULT_FLAGS``.
+    """
+    df = measurements.reset_index(drop=True)
+    masks = classify_rows(df)
+    flag_table = load_result_flags(result_flags)
+
+    fig = new_figure(14, 10.5)
+    outer = fig.add_gridspec(
+        3,
+        1,
+        height_ratios=[1.0, 1.0, 1.3],
+        left=0.05,
+        right=0.985,
+        top=0.91,
+        bottom=0.03,
+        hspace=0.32,
+    )
+    top = outer[0].subgridspec(1, 3, wspace=0.35, width_ratios=[1.4, 1.4, 1.0])
+    mid = outer[1].subgridspec(1, 4, wspace=0.32)
+    _snr_panel(fig.add_subplot(top[0, 0:2]), df, masks)
+    _flag_panel(fig.add_subplot(top[0, 2]), df, flag_table)
+    _chi2_panel(fig.add_subplot(mid[0, 0]), df, masks)
+    _pull_panel(fig.add_subplot(mid[0, 1]), df, masks)
+    _vs_wavelength(
+        fig.add_subplot(mid[0, 2]), df, masks, "masked_frac", "Masked fraction of fit window"
+    )
+    _vs_wavelength(fig.add_subplot(mid[0, 3]), df, masks, "bkg_MJy_sr", "Background (MJy/sr)")
+    _stamp_grid(fig, outer[2], stamps)
+
+    status = df["detection_status"].astype(str) if "detection_status" in df else pd.Series([])
+    counts = ", ".join(f"{k} {int((status == k).sum())}" for k in _status_order(status))
+    fig.text(
+        0.05,
+        0.975,
+        f"QA summary — {title_name}",
+        fontsize=FONT["title"] + 3,
+        fontweight="bold",
+        va="center",
+    )
+    fig.text(
+        0.05,
+        0.945,
+        f"{len(df)} measurement(s): {counts or 'none'}; "
+        f"science recommended {int(masks['recommended'].sum())}",
+        fontsize=FONT["label"],
+        va="center",
+    )
+    save_png(fig, out_png)
+
+
+def _status_order(status: pd.Series) -> list[str]:
+    known = ["detected", "non-detection", "negative", "failed"]
+    return [k for k in known if (status == k).any()] + sorted(set(status) - set(known))
+
+
+def _style(ax, title: str, xlabel: str = "", ylabel: str = "") -> None:
+    ax.set_title(title, fontsize=FONT["label"], loc="left")
+    ax.set_xlabel(xlabel, fontsize=FONT["small"] + 1)
+    ax.set_ylabel(ylabel, fontsize=FONT["small"] + 1)
+    ax.tick_params(labelsize=FONT["tick"])
+    ax.grid(alpha=0.25, lw=0.5)
+
+
+def _detector_colors(df: pd.DataFrame) -> np.ndarray:
+    det = _num(df, "detector")
+    return np.array(
+        [DETECTOR_COLORS.get(int(d), "#444444") if np.isfinite(d) else "#444444" for d in det]
+    )
+
+
+def _snr_panel(ax, df, masks) -> None:
+    _style(ax, "S/N vs wavelength (filled: science recommended)", "Wavelength (µm)", "S/N")
+    ok = ~masks["failed"]
+    if not ok.any():
+        message_panel(ax, "no measured fluxes")
+        return
+    shade_detector_bands(ax)
+    wl, snr = _num(df, "wavelength_um"), _num(df, "snr")
+    colors = _detector_colors(df)
+    for rec in (False, True):
+        s = ok & (masks["recommended"] == rec) & np.isfinite(snr)
+        if s.any():
+            ax.scatter(
+                wl[s],
+                snr[s],
+                s=16,
+                c=colors[s] if rec else "none",
+                edgecolors=colors[s],
+                linewidths=0.8,
+                zorder=3,
+            )
+    ax.axhline(0, color="#444", lw=0.7)
+    ax.axhline(3, color="#b03a2e", lw=0.7, ls="--")
+    ax.set_xlim(*wavelength_limits_um())
+    finite = snr[ok & np.isfinite(snr)]
+    if finite.size and np.nanmax(np.abs(finite)) > 50:
+        ax.set_yscale("symlog", linthresh=10)
+
+
+def _flag_panel(ax, df, flag_table) -> None:
+    _style(ax, "Result flags (rows per flag)")
+    flags = _num(df, "result_flags")
+    flags = np.nan_to_num(flags, nan=0).astype("int64")
+    counts = decode_flag_counts(flags, flag_table)
+    if not counts:
+        message_panel(ax, "no result flags set" if len(df) else "no measurements")
+        return
+    names = list(counts)[::-1]
+    vals = [counts[n] for n in names]
+    ax.barh(range(len(names)), vals, color="#7570b3")
+    ax.set_yticks(range(len(names)), names, fontsize=FONT["small"])
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v}", va="center", fontsize=FONT["small"])
+    ax.set_xlim(0, max(vals) * 1.25)
+    ax.grid(False)
+    if flag_table is None:
+        ax.text(
+            0.98,
+            0.02,
+            "flag names unavailable",
+            transform=ax.transAxes,
+            ha="right",
+            fontsize=FONT["small"],
+            color="#a00",
+        )
+
+
+def _chi2_panel(ax, df, masks) -> None:
+    _style(ax, "Reduced χ² of the fits", "χ²_red", "measurements")
+    chi2 = _num(df, "chi2_red")
+    s = ~masks["failed"] & np.isfinite(chi2)
+    if not s.any():
+        message_panel(ax, "no χ² values")
+        return
+    vals = chi2[s]
+    n_over = int((vals > CHI2_MAX).sum())
+    bins = np.linspace(0, CHI2_MAX, 41)
+    rec = masks["recommended"][s]
+    ax.hist(
+        [np.clip(vals[rec], 0, CHI2_MAX), np.clip(vals[~rec], 0, CHI2_MAX)],
+        bins=bins,
+        stacked=True,
+        color=[COLOR_RECOMMENDED, COLOR_NOT_RECOMMENDED],
+        label=["recommended", "not recommended"],
+    )
+    ax.axvline(1.0, color="#b03a2e", lw=0.8, ls="--")
+    ax.legend(fontsize=FONT["small"], loc="upper right")
+    ax.text(
+        0.98,
+        0.6,
+        f"median {np.median(vals):.2f}\n> {CHI2_MAX:g}: {n_over} (last bin)",
+        transform=ax.transAxes,
+        ha="right",
+        fontsize=FONT["small"],
+    )
+
+
+def local_pull(wavelength_um, flux, err, half_window: int = LOCAL_PULL_HALF_WINDOW) -> np.ndarray:
+    """(flux - median of the 2*half_window neighbours nearest in wavelength order) / err."""
+    wl, f, e = (np.asarray(a, dtype=float) for a in (wavelength_um, flux, err))
+    order = np.argsort(wl, kind="mergesort")
+    fs = f[order]
+    n = len(fs)
+    pull = np.full(n, np.nan)
+    if n < 3:
+        return pull
+    for i in range(n):
+        lo = max(0, min(i - half_window, n - 2 * half_window - 1))
+        hi = min(n, lo + 2 * half_window + 1)
+        neigh = np.delete(fs[lo:hi], i - lo)
+        pull[i] = (fs[i] - np.median(neigh)) / e[order][i]
+    out = np.empty(n)
+    out[order] = pull
+    return out
+
+
+def _pull_panel(ax, df, masks) -> None:
+    ok = ~masks["failed"]
+    flux, err, wl = _num(df, "flux_uJy"), _num(df, "flux_err_uJy"), _num(df, "wavelength_um")
+    truth_col = next((c for c in TRUTH_COLUMNS if c in df), None)
+    if truth_col:
+        _style(ax, "Pull vs truth", "(flux − truth) / σ", "measurements")
+        pull = np.where(ok, (flux - _num(df, truth_col)) / err, np.nan)
+    else:
+        _style(ax, "Local pull (no truth column)", "(flux − local median) / σ", "measurements")
+        pull = np.full(len(df), np.nan)
+        if ok.any():
+            pull[ok] = local_pull(wl[ok], flux[ok], err[ok])
+    pull = pull[np.isfinite(pull)]
+    if pull.size < 3:
+        message_panel(ax, "too few measurements\nfor a pull distribution")
+        return
+    bins = np.linspace(-6, 6, 49)
+    ax.hist(np.clip(pull, -6, 6), bins=bins, color="#66a61e", alpha=0.85)
+    x = np.linspace(-6, 6, 200)
+    width = bins[1] - bins[0]
+    ax.plot(
+        x,
+        pull.size * width * np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi),
+        color="#333",
+        lw=1.0,
+        label="N(0,1)",
+    )
+    mad_sigma = 1.4826 * np.median(np.abs(pull - np.median(pull)))
+    ax.text(
+        0.02,
+        0.95,
+        f"median {np.median(pull):+.2f}\nrobust σ {mad_sigma:.2f}",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=FONT["small"],
+    )
+    ax.legend(fontsize=FONT["small"], loc="upper right")
+
+
+def _vs_wavelength(ax, df, masks, column: str, title: str) -> None:
+    _style(ax, title, "Wavelength (µm)")
+    y = _num(df, column)
+    s = ~masks["failed"] & np.isfinite(y)
+    if not s.any():
+        message_panel(ax, f"no {column} values")
+        return
+    shade_detector_bands(ax, label=False)
+    colors = _detector_colors(df)
+    ax.scatter(_num(df, "wavelength_um")[s], y[s], s=10, c=colors[s], linewidths=0)
+    ax.set_xlim(*wavelength_limits_um())
+
+
+def _stamp_grid(fig, spec, stamps: list[dict] | None) -> None:
+    stamps = [s for s in (stamps or []) if s is not None][:MAX_STAMPS]
+    if not stamps:
+        ax = fig.add_subplot(spec)
+        message_panel(ax, "cutout stamps not available for this source", fontsize=FONT["title"])
+        return
+    per_row = 3
+    nrows = 2 if len(stamps) > per_row else 1
+    grid = spec.subgridspec(nrows, per_row * 3, wspace=0.04, hspace=0.28)
+    for k, st in enumerate(stamps):
+        r, c = divmod(k, per_row)
+        data, model, resid = (
+            np.asarray(st.get(key), dtype=float) for key in ("data", "model", "residual")
+        )
+        mask = st.get("mask")
+        vmin, vmax = robust_limits([data, model])
+        rlim = symmetric_limit(resid)
+        for j, (img, name) in enumerate(((data, "data"), (model, "model"), (resid, "resid"))):
+            ax = fig.add_subplot(grid[r, c * 3 + j])
+            if name == "resid":
+                ax.imshow(
+                    img,
+                    origin="lower",
+                    cmap="RdBu_r",
+                    vmin=-rlim,
+                    vmax=rlim,
+                    interpolation="nearest",
+                )
+            else:
+                ax.imshow(
+                    img, origin="lower", cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest"
+                )
+            if name == "data" and mask is not None and np.asarray(mask).shape == img.shape:
+                _overlay_mask(ax, np.asarray(mask))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(name, fontsize=FONT["small"], pad=2)
+        fig.add_subplot(grid[r, c * 3 : c * 3 + 3], frameon=False).set_axis_off()
+        fig.axes[-1].set_title(
+            str(st.get("label", f"stamp {k + 1}")), fontsize=FONT["small"] + 1, pad=14
+        )
+
+
+def _overlay_mask(ax, mask: np.ndarray) -> None:
+    """Masked pixels as translucent cyan on top of the data."""
+    m = mask.astype(bool)
+    if not m.any():
+        return
+    rgba = np.zeros(m.shape + (4,))
+    rgba[m] = (0.0, 1.0, 1.0, 0.55)
+    ax.imshow(rgba, origin="lower", interpolation="nearest")
