@@ -1,0 +1,286 @@
+"""IrsaArchive: SPHEREx discovery, cutouts and calibration from IRSA's real services.
+
+- Discovery: pyvo ``SIA2Service`` per configured collection, ``POS=CIRCLE``, ``MAXREC`` with
+  TIME paging when a (deep-field) answer overflows; HTTP-200 ``QUERY_STATUS=ERROR`` answers
+  become ``ArchiveError`` with IRSA's message; rows normalised to the simulated backend's table
+  (``spxflow.archive.sia``).
+- Cutouts: ``access_url?center=<ra>,<dec>&size=<deg>&gzip=false`` streamed through
+  ``spxflow.archive.http.download`` (retries, backoff with jitter, Retry-After, per-host
+  concurrency limit shared by threads and processes, validation before an atomic rename).
+- Calibration: IRSA's fixed paths ``<ibe_data_url>/<family>/<token>/<det>/<file>``
+  (``shared/spherex_format.md`` §4), downloaded once, validated and checksummed.
+
+Every URL goes through ``base_url_override`` (scheme+host replaced), which is how the loopback
+emulator (``spxflow.archive.emulator``) stands in for IRSA.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from astropy.io import fits
+
+from spxflow.archive.base import (
+    Archive,
+    ArchiveError,
+    CalibrationFile,
+    CutoutResult,
+    NoOverlapError,
+)
+from spxflow.archive.http import (
+    DownloadError,
+    HostSlots,
+    RetryPolicy,
+    download,
+    make_session,
+    rewrite_url,
+)
+from spxflow.archive.sia import SiaClient
+from spxflow.archive.validate import cutout_problem
+from spxflow.fileio import sha256_file
+from spxflow.format import (
+    CALIBRATION_FAMILIES,
+    DETECTORS,
+    calibration_file_name,
+    calibration_id,
+)
+
+CONFIG_DEFAULTS = {
+    "sia_url": "https://irsa.ipac.caltech.edu/SIA",
+    "collections": ["spherex_qr2", "spherex_qr2_deep"],
+    "calibration_collection": "spherex_qr2_cal",
+    "ibe_data_url": "https://irsa.ipac.caltech.edu/ibe/data/spherex/qr2",
+    "base_url_override": None,
+    "timeout_s": 120.0,
+    "max_concurrent_per_host": 2,
+    "retry_attempts": 6,
+    "backoff_base_s": 1.0,
+    "backoff_max_s": 60.0,
+    "maxrec": 10000,
+    "lock_dir": None,
+}
+
+
+class IrsaArchive(Archive):
+    """The IRSA backend (``archive.backend: irsa``); see the module docstring."""
+
+    name = "irsa"
+
+    def __init__(
+        self,
+        sia_url: str = CONFIG_DEFAULTS["sia_url"],
+        collections: Sequence[str] = ("spherex_qr2", "spherex_qr2_deep"),
+        calibration_collection: str = "spherex_qr2_cal",
+        ibe_data_url: str = CONFIG_DEFAULTS["ibe_data_url"],
+        base_url_override: str | None = None,
+        timeout_s: float = 120.0,
+        max_concurrent_per_host: int = 2,
+        retry_attempts: int = 6,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        maxrec: int = 10000,
+        lock_dir: str | os.PathLike | None = None,
+    ):
+        if not collections:
+            raise ValueError("config archive.irsa.collections: at least one collection needed")
+        if int(max_concurrent_per_host) < 1:
+            raise ValueError("config archive.irsa.max_concurrent_per_host must be >= 1")
+        if int(retry_attempts) < 1:
+            raise ValueError("config archive.irsa.retry_attempts must be >= 1")
+        if not float(timeout_s) > 0:
+            raise ValueError("config archive.irsa.timeout_s must be > 0")
+        self.base_url_override = base_url_override or None
+        self.sia_url = rewrite_url(sia_url, self.base_url_override)
+        self.collections = list(collections)
+        self.calibration_collection = calibration_collection
+        self.ibe_data_url = rewrite_url(ibe_data_url.rstrip("/"), self.base_url_override)
+        self.timeout_s = float(timeout_s)
+        self.max_concurrent = int(max_concurrent_per_host)
+        self.policy = RetryPolicy(int(retry_attempts), float(backoff_base_s), float(backoff_max_s))
+        self.slots = HostSlots(self.max_concurrent, lock_dir)
+        self.session = make_session(max(4, self.max_concurrent * 2), self.timeout_s)
+        self.sia = SiaClient(
+            self.sia_url,
+            self.collections,
+            maxrec=int(maxrec),
+            session=self.session,
+            slot=self.slots,
+            retry=lambda fn: self.policy.run(fn, f"SIA2 {self.sia_url}"),
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> IrsaArchive:
+        """Build from the ``archive.irsa`` config mapping (unknown keys are an error)."""
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - set(CONFIG_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"config archive.irsa: unknown key(s) {unknown}; known: {sorted(CONFIG_DEFAULTS)}"
+            )
+        return cls(**{**CONFIG_DEFAULTS, **cfg})
+
+    # ------------------------------------------------------------------ discovery
+    def discover(self, ra: float, dec: float, radius_arcsec: float = 0.0) -> pd.DataFrame:
+        return self.sia.discover(float(ra), float(dec), float(radius_arcsec))
+
+    def discover_many(
+        self, positions: Sequence[tuple[str, float, float]], radius_arcsec: float = 0.0
+    ) -> dict[str, pd.DataFrame]:
+        """One SIA2 query set per position, at most ``max_concurrent_per_host`` at a time."""
+        positions = list(positions)
+        width = max(1, min(self.max_concurrent, len(positions)))
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            tables = list(pool.map(lambda p: self.discover(p[1], p[2], radius_arcsec), positions))
+        return {str(p[0]): t for p, t in zip(positions, tables, strict=True)}
+
+    # ------------------------------------------------------------------ cutouts
+    def cutout_request(self, row: Mapping, ra: float, dec: float, size_arcsec: float):
+        """(URL, params) of the IRSA cutout of ``row`` centred on (ra, dec)."""
+        url = str(row.get("access_url", "") or "").split("?", 1)[0]
+        if not url:
+            raise ArchiveError("discovery row has no access_url")
+        params = {
+            "center": f"{float(ra)!r},{float(dec)!r}",
+            "size": repr(float(size_arcsec) / 3600.0),
+            "gzip": "false",
+        }
+        return rewrite_url(url, self.base_url_override), params
+
+    def fetch_cutout(
+        self, row: Mapping, ra: float, dec: float, size_arcsec: float, dest_dir: Path
+    ) -> CutoutResult:
+        image_id = str(row.get("obs_publisher_did", "") or row.get("access_url", ""))
+        url = str(row.get("access_url", "") or "").split("?", 1)[0]
+        file_name = url.rsplit("/", 1)[-1]
+        result = CutoutResult(image_id=image_id, file_name=file_name, status="failed")
+        try:
+            if not file_name.endswith(".fits"):
+                raise ArchiveError(f"access_url {url!r} does not name a Level-2 FITS file")
+            final = Path(dest_dir) / file_name
+            if final.exists():
+                # A validated cutout from an earlier attempt (a rerun fetches only failures).
+                if not cutout_problem(final):
+                    return self._ok(result, final, attempts=0)
+                final.unlink()
+            req_url, params = self.cutout_request(row, ra, dec, size_arcsec)
+            got = download(
+                req_url,
+                final,
+                session=self.session,
+                timeout_s=self.timeout_s,
+                policy=self.policy,
+                slots=self.slots,
+                validate=cutout_problem,
+                params=params,
+            )
+        except NoOverlapError as exc:
+            result.status, result.reason, result.attempts = "no_overlap", str(exc), 1
+            return result
+        except (ArchiveError, OSError, ValueError) as exc:
+            result.reason = f"{type(exc).__name__}: {exc}"
+            result.attempts = self.policy.attempts if getattr(exc, "transient", False) else 1
+            return result
+        result.status = "ok"
+        result.path = got.path
+        result.size_bytes = got.size_bytes
+        result.sha256 = got.sha256
+        result.attempts = got.attempts
+        return result
+
+    @staticmethod
+    def _ok(result: CutoutResult, path: Path, attempts: int) -> CutoutResult:
+        result.status = "ok"
+        result.path = str(path)
+        result.size_bytes = path.stat().st_size
+        result.sha256 = sha256_file(path)
+        result.attempts = attempts
+        return result
+
+    def fetch_cutouts(
+        self,
+        rows: Iterable[Mapping],
+        ra: float,
+        dec: float,
+        size_arcsec: float,
+        dest_dir: Path,
+    ) -> list[CutoutResult]:
+        """All cutouts of one source through a thread pool no wider than the per-host limit
+        (results in row order; one image's failure never stops the others)."""
+        rows = list(rows)
+        if not rows:
+            return []
+        Path(dest_dir).mkdir(parents=True, exist_ok=True)
+        width = max(1, min(self.max_concurrent, len(rows)))
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            return list(
+                pool.map(lambda r: self.fetch_cutout(r, ra, dec, size_arcsec, dest_dir), rows)
+            )
+
+    # ------------------------------------------------------------------ calibration
+    def calibration_url(self, family: str, detector: int) -> str:
+        """IRSA path of a calibration product: ``<ibe>/<family>/<token>/<det>/<file>``."""
+        if family not in CALIBRATION_FAMILIES:
+            raise ArchiveError(
+                f"unknown calibration family {family!r}; known: {sorted(CALIBRATION_FAMILIES)}"
+            )
+        if detector not in DETECTORS:
+            raise ArchiveError(f"calibration detector must be 1..6, got {detector!r}")
+        token = CALIBRATION_FAMILIES[family][0]
+        name = calibration_file_name(family, detector)
+        return f"{self.ibe_data_url}/{family}/{token}/{detector}/{name}"
+
+    def fetch_calibration(self, family: str, detector: int, dest: Path) -> CalibrationFile:
+        """Download (once) to ``dest`` (a ``.fits`` path) or into directory ``dest``."""
+        detector = int(detector)
+        url = self.calibration_url(family, detector)
+        dest = Path(dest)
+        if dest.suffix.lower() != ".fits" or dest.is_dir():
+            dest = dest / calibration_file_name(family, detector)
+
+        def problem(path: Path) -> str:
+            return calibration_problem(path, family)
+
+        if not (dest.exists() and not problem(dest)):
+            try:
+                download(
+                    url,
+                    dest,
+                    session=self.session,
+                    timeout_s=self.timeout_s,
+                    policy=self.policy,
+                    slots=self.slots,
+                    validate=problem,
+                )
+            except (DownloadError, NoOverlapError) as exc:
+                raise ArchiveError(f"calibration {family} D{detector} from {url}: {exc}") from None
+        return CalibrationFile(
+            family=family,
+            detector=detector,
+            calibration_id=calibration_id(family, detector),
+            path=str(dest),
+            size_bytes=dest.stat().st_size,
+            sha256=sha256_file(dest),
+        )
+
+
+def calibration_problem(path: str | os.PathLike, family: str) -> str:
+    """Empty string if ``path`` is a readable calibration file with the family's HDUs."""
+    want = CALIBRATION_FAMILIES[family][1]
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+            names = [h.name for h in hdul]
+            missing = [n for n in want if n not in names]
+            if missing:
+                return f"HDUs {names} lack {missing}"
+            for h in hdul[1:]:
+                _ = h.data
+            for n in want:
+                if n != "WCS-WAVE" and (hdul[n].data is None or hdul[n].data.ndim != 2):
+                    return f"{n} is not a 2-D image"
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+        return f"not a readable FITS file: {type(exc).__name__}: {exc}"
+    return ""
