@@ -216,6 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
         if split.path == "/__faults":
             try:
                 self.server.faults = _check_faults(json.loads(body or b"{}"))
+                with self.server.stats.lock:
+                    self.server.stats.fault_count_per_url.clear()
             except (ValueError, TypeError) as exc:
                 return self._send(400, f"{exc}\n".encode(), "text/plain")
             return self._json(self.server.faults)

@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3.exceptions
 
 from spxflow.archive.base import ArchiveError, NoOverlapError
 
@@ -256,32 +257,29 @@ def _sha256(path: Path) -> str:
 def _fetch_to_part(url, part: Path, session, timeout_s, slots, params) -> bool:
     """One GET streamed into ``part`` (decompressed if the body is gzip); returns gzipped."""
     ctx = slots(url) if slots is not None else contextlib.nullcontext()
+    got = {"received": 0, "expected": None}
     try:
         with ctx:
             resp = session.get(url, params=params, stream=True, timeout=timeout_s)
             with resp:
                 _check_status(resp, url)
                 expected = resp.headers.get("Content-Length")
-                received = 0
+                got["expected"] = int(expected) if expected and expected.isdigit() else None
                 with open(part, "wb") as fh:
                     for chunk in resp.raw.stream(CHUNK, decode_content=False):
                         fh.write(chunk)
-                        received += len(chunk)
-                if expected is not None and expected.isdigit() and received != int(expected):
-                    raise DownloadError(
-                        f"truncated body: {received} of {expected} bytes", transient=True
-                    )
-    except requests.exceptions.Timeout as exc:
-        raise DownloadError(f"timeout after {timeout_s}s: {exc}", transient=True) from None
+                        got["received"] += len(chunk)
+                if got["expected"] is not None and got["received"] != got["expected"]:
+                    raise DownloadError(_truncated(got), transient=True)
+    except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
+        raise DownloadError(f"timeout after {timeout_s}s: {_short(exc)}", transient=True) from None
     except (
-        requests.exceptions.ConnectionError,
-        requests.exceptions.ChunkedEncodingError,
-        requests.exceptions.ContentDecodingError,
+        requests.exceptions.RequestException,
+        urllib3.exceptions.HTTPError,
+        OSError,
     ) as exc:
-        raise DownloadError(f"connection failed: {_short(exc)}", transient=True) from None
-    except (OSError, _urllib3_errors()) as exc:
-        if isinstance(exc, DownloadError):
-            raise
+        if got["received"] or "IncompleteRead" in str(exc):
+            raise DownloadError(f"{_truncated(got)} ({_short(exc)})", transient=True) from None
         raise DownloadError(f"connection failed: {_short(exc)}", transient=True) from None
     with open(part, "rb") as fh:
         head = fh.read(4096)
@@ -294,10 +292,9 @@ def _fetch_to_part(url, part: Path, session, timeout_s, slots, params) -> bool:
     return False
 
 
-def _urllib3_errors():
-    import urllib3.exceptions as ue
-
-    return (ue.HTTPError,)
+def _truncated(got: dict) -> str:
+    total = got["expected"] if got["expected"] is not None else "?"
+    return f"truncated body: connection closed after {got['received']} of {total} bytes"
 
 
 def _short(exc: BaseException) -> str:

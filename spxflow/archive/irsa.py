@@ -180,7 +180,7 @@ class IrsaArchive(Archive):
         except NoOverlapError as exc:
             result.status, result.reason, result.attempts = "no_overlap", str(exc), 1
             return result
-        except (ArchiveError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one image's failure is recorded, never raised
             result.reason = f"{type(exc).__name__}: {exc}"
             result.attempts = self.policy.attempts if getattr(exc, "transient", False) else 1
             return result

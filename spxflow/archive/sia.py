@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from spxflow.archive.base import ArchiveError, normalise_discovery
-from spxflow.format import SIA_COLUMNS, SIA_COLUMN_NAMES
+from spxflow.format import SIA_COLUMN_NAMES, SIA_COLUMNS
 
 # Column kinds: "f" float64 (null -> NaN), "i" int64, "s" str (null -> "").
 _INT_COLUMNS = {
@@ -78,8 +78,10 @@ _UCD = {
     "access_url": "meta.ref.url",
     "obs_publisher_did": "meta.ref.ivoid",
 }
-# Earliest SPHEREx data (science operations from 2025-05-01 = MJD 60796; margin before it).
+# TIME paging range: before the earliest SPHEREx data (science operations from 2025-05-01 =
+# MJD 60796) to well after the mission (2034); empty pages cost one query each.
 MISSION_START_MJD = 60700.0
+MISSION_END_MJD = 64000.0
 MIN_TIME_PAGE_DAYS = 1.0 / 86400.0
 
 
@@ -213,7 +215,7 @@ class SiaClient:
             return [rows]
         # Deep fields: more rows than MAXREC. Page by TIME, halving pages that still overflow.
         pages = []
-        stack = [(MISSION_START_MJD, _now_mjd() + 2.0)]
+        stack = [(MISSION_START_MJD, max(MISSION_END_MJD, _now_mjd() + 2.0))]
         while stack:
             lo, hi = stack.pop()
             rows, overflow = self._query(collection, pos, (lo, hi))
@@ -247,7 +249,7 @@ class SiaClient:
         kwargs = {"collection": collection, "maxrec": self.maxrec}
         if time_mjd is not None:
             kwargs["time"] = (Time(time_mjd[0], format="mjd"), Time(time_mjd[1], format="mjd"))
-        where = f"SIA2 {self.sia_url} COLLECTION={collection} POS=CIRCLE {pos}"
+        where = f"SIA2 {self.sia_url} COLLECTION={collection} POS=CIRCLE {pos[0]} {pos[1]} {pos[2]}"
         if time_mjd is not None:
             where += f" TIME={time_mjd[0]} {time_mjd[1]}"
         self.n_queries += 1
