@@ -120,15 +120,20 @@ def fetch_source_cutouts(
     config: dict, source: str, target: dict, discovery_path: str, out_dir: str, index_path: str
 ) -> None:
     """Fetch every discovered image's cutout; per-image failures are recorded, not raised."""
+    from spxflow.diskbudget import CutoutDiskBudget, estimate_cutout_bytes
     from spxflow.validation import truth_from_cutout
 
     table = pd.read_parquet(discovery_path)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     archive = make_archive(config)
     rows = table.to_dict(orient="records")
-    results = archive.fetch_cutouts(
-        rows, target["ra_deg"], target["dec_deg"], target["cutout_size_arcsec"], Path(out_dir)
-    )
+    # Live-cutout disk bound (max_live_cutout_gb): wait until this source's cutouts fit.
+    budget = CutoutDiskBudget.from_config(config, os.path.dirname(os.path.normpath(out_dir)))
+    need = estimate_cutout_bytes(len(rows), target["cutout_size_arcsec"])
+    with budget.reserve(source, need):
+        results = archive.fetch_cutouts(
+            rows, target["ra_deg"], target["dec_deg"], target["cutout_size_arcsec"], Path(out_dir)
+        )
     images = []
     for res in results:
         entry = res.to_dict()
