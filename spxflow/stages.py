@@ -255,6 +255,8 @@ def measure_source(config, source, target, neighbours, inputs, outputs, threads=
     if failed:
         parts.append(_failure_rows(failed, target))
     df = pd.concat(parts, ignore_index=True) if parts else empty_measurements()
+    image_ids = {e["file_name"]: e["image_id"] for e in index["images"]}
+    df["image_id"] = df["file_name"].map(image_ids).fillna(df.get("image_id", ""))
     df["source"] = source
     df["name"] = target["name"]
     df["ra_deg"] = target["ra_deg"]
@@ -399,13 +401,17 @@ def _provenance(
     neighbours,
     settings,
     config_hash,
-    calibration,
     calibration_paths,
     index,
     photometry_version,
 ) -> dict:
     import astropy
     import numba
+
+    from spxflow.photometry import CalibrationSet
+
+    cal = CalibrationSet.from_paths(calibration_paths)
+    ids_by_path = {os.path.basename(cal.files[k]): cal.ids[k] for k in cal.ids}
 
     return {
         "source": source,
@@ -419,7 +425,12 @@ def _provenance(
         "n_cutouts_ok": index["n_ok"],
         "n_cutouts_failed": index["n_failed"],
         "calibration": [
-            {"path": os.path.relpath(p), "sha256": sha256_file(p)} for p in calibration_paths
+            {
+                "calibration_id": ids_by_path[os.path.basename(p)],
+                "path": os.path.relpath(p),
+                "sha256": sha256_file(p),
+            }
+            for p in calibration_paths
         ],
         "photometry_settings": settings.science_dict(),
         "photometry_version": photometry_version,
@@ -573,7 +584,13 @@ def accuracy(measurement_paths, index_paths, out_csv) -> None:
         for e in idx["images"]:
             if e.get("truth"):
                 truth_rows.append(
-                    {"source": idx["source"], "file_name": e["file_name"], **e["truth"]}
+                    {
+                        "source": idx["source"],
+                        "file_name": e["file_name"],
+                        "flux_uJy": e["truth"]["flux_uJy"],
+                        "wavelength_um": e["truth"]["wavelength_um"],
+                        "truth_source": e["truth"]["source"],
+                    }
                 )
     truth = pd.DataFrame(truth_rows)
     table = accuracy_table(meas, truth)
