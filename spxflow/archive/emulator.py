@@ -253,15 +253,28 @@ class _Handler(BaseHTTPRequestHandler):
                 stats.max_concurrent["total"], stats.in_flight["total"]
             )
         code = 0
+        self._counted_kind = kind
         try:
             code = self._serve(kind, split, key, n)
         except (BrokenPipeError, ConnectionResetError):
             code = -1
         finally:
+            self._leave()
             with stats.lock:
-                stats.in_flight[kind] -= 1
-                stats.in_flight["total"] -= 1
                 stats.status[kind][code] += 1
+
+    def _leave(self) -> None:
+        """End this request's in-flight count (once). ``_send`` calls it before the last body
+        byte, so the count drops before the client can finish reading and send its next
+        request: the concurrency the emulator reports is what the clients really caused."""
+        kind = getattr(self, "_counted_kind", None)
+        if kind is None:
+            return
+        self._counted_kind = None
+        stats = self.server.stats
+        with stats.lock:
+            stats.in_flight[kind] -= 1
+            stats.in_flight["total"] -= 1
 
     # -------------------------------------------------------------- serving
     def _serve(self, kind: str, split, key: str, n: int) -> int:
@@ -381,13 +394,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
         if truncate:
+            self.end_headers()
             self.wfile.write(body[: max(1, len(body) // 2)])
             self.wfile.flush()
             self.close_connection = True
             return -3
-        self.wfile.write(body)
+        if not body:
+            self._leave()
+            self.end_headers()
+            return code
+        self.end_headers()
+        self.wfile.write(body[:-1])
+        self.wfile.flush()
+        self._leave()
+        self.wfile.write(body[-1:])
         return code
 
     def _json(self, obj) -> None:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 GZIP_MAGIC = b"\x1f\x8b"
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 CHUNK = 1 << 16
+ABANDON_HOLD_S = 0.05  # slot kept after a timed-out request (see _fetch_to_part)
 USER_AGENT = "spxflow (SPHEREx spectra workflow; python-requests)"
 
 
@@ -260,17 +261,23 @@ def _fetch_to_part(url, part: Path, session, timeout_s, slots, params) -> bool:
     got = {"received": 0, "expected": None}
     try:
         with ctx:
-            resp = session.get(url, params=params, stream=True, timeout=timeout_s)
-            with resp:
-                _check_status(resp, url)
-                expected = resp.headers.get("Content-Length")
-                got["expected"] = int(expected) if expected and expected.isdigit() else None
-                with open(part, "wb") as fh:
-                    for chunk in resp.raw.stream(CHUNK, decode_content=False):
-                        fh.write(chunk)
-                        got["received"] += len(chunk)
-                if got["expected"] is not None and got["received"] != got["expected"]:
-                    raise DownloadError(_truncated(got), transient=True)
+            try:
+                resp = session.get(url, params=params, stream=True, timeout=timeout_s)
+                with resp:
+                    _check_status(resp, url)
+                    expected = resp.headers.get("Content-Length")
+                    got["expected"] = int(expected) if expected and expected.isdigit() else None
+                    with open(part, "wb") as fh:
+                        for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                            fh.write(chunk)
+                            got["received"] += len(chunk)
+                    if got["expected"] is not None and got["received"] != got["expected"]:
+                        raise DownloadError(_truncated(got), transient=True)
+            except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError):
+                # The server may still be working on the abandoned request: keep the slot a
+                # moment so that the host does not see one request more than the limit.
+                time.sleep(ABANDON_HOLD_S)
+                raise
     except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
         raise DownloadError(f"timeout after {timeout_s}s: {_short(exc)}", transient=True) from None
     except (
