@@ -80,9 +80,7 @@ def test_concurrent_sources_never_exceed_the_bound(tmp_path):
     limit = int(2.5 * per_source)  # at most two sources live at once
     ctx = mp.get_context("fork")
     procs = [
-        ctx.Process(
-            target=_fake_source, args=(str(root), f"s{i}", limit, 5, file_bytes, 0.15)
-        )
+        ctx.Process(target=_fake_source, args=(str(root), f"s{i}", limit, 5, file_bytes, 0.15))
         for i in range(8)
     ]
     t0 = time.monotonic()

@@ -1,0 +1,158 @@
+"""profiles/slurm: job grouping (dry run, always) and real submissions (needs a Slurm cluster).
+
+Tests marked ``slurm`` submit real jobs (minutes, mostly Slurm polling). They run only when
+selected explicitly with ``-m slurm`` AND a controller answers (`scontrol ping`); otherwise they
+skip, so a cluster that happens to be up does not slow everybody's `pytest`.
+`.ci/run_slurm_demo.sh` starts a single-node cluster and runs `pytest -m slurm tests/test_slurm.py`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.workflow_helpers import REPO, make_workspace, snakemake
+
+PROFILE = REPO / "profiles" / "slurm" / "config.v8+.yaml"
+PER_SOURCE_RULES = ("discovery", "cutouts", "photometry", "source_products")
+
+
+def synthetic_catalog(n: int, seed: int = 7) -> pd.DataFrame:
+    """n well-separated positions (no neighbours, no near-duplicates)."""
+    rng = np.random.default_rng(seed)
+    ra = (np.arange(n) * 360.0 / n + rng.uniform(0, 1, n)) % 360
+    dec = rng.uniform(-60, 60, n)
+    return pd.DataFrame(
+        {"Name": [f"Src{i:05d}" for i in range(n)], "RA_deg": ra.round(6), "DEC_deg": dec.round(6)}
+    )
+
+
+def slurm_jobs_per_stage(dry_run_text: str) -> tuple[Counter, int]:
+    """From a `snakemake -n` printout: for each rule, how many submitted units (a group job or
+    a lone job) contain it; and the number of submitted units. Local rules are not counted."""
+    per_rule: Counter = Counter()
+    units = 0
+    current: set | None = None
+    for line in dry_run_text.splitlines():
+        if re.search(r"\] Group job \S+", line):
+            if current is not None:
+                per_rule.update(current)
+            current, units = set(), units + 1
+            continue
+        m = re.match(r"^(\s*)(local)?rule (\w+):\s*$", line)
+        if not m:
+            continue
+        indented, local, rule = bool(m.group(1)), bool(m.group(2)), m.group(3)
+        if indented and current is not None:
+            current.add(rule)
+            continue
+        if current is not None:  # a top-level job ends the group listing
+            per_rule.update(current)
+            current = None
+        if not local and rule != "all":  # a target rule without action runs locally
+            per_rule[rule] += 1
+            units += 1
+    if current is not None:
+        per_rule.update(current)
+    return per_rule, units
+
+
+def test_profile_sets_partition_and_account_in_one_place():
+    prof = yaml.safe_load(PROFILE.read_text())
+    assert prof["executor"] == "slurm"
+    assert "slurm_partition" in prof["default-resources"]
+    for rule, res in prof["set-resources"].items():
+        assert "slurm_partition" not in res and "slurm_account" not in res, rule
+        assert "attempt" in str(res["mem_mb"]) and "attempt" in str(res["runtime"]), rule
+    assert "cpus_per_task" not in prof["default-resources"]  # would override every rule's threads
+    assert prof["set-resources"]["photometry"]["cpus_per_task"] == "threads"
+    assert prof["set-threads"]["photometry"] <= prof["cores"]
+    # sacct polling without slurmdbd hangs Snakemake forever (shared/slurm/README.md)
+    assert prof["slurm-status-command"] == "squeue"
+    assert prof["group-components"]["per_source"] >= 1
+
+
+def test_50_sources_go_to_slurm_as_few_jobs_per_stage(tmp_path, capsys):
+    ws = make_workspace(tmp_path / "ws", synthetic_catalog(50))
+    proc = snakemake(ws, "-n", "--profile", "profiles/slurm", "--config", "catalog=catalog.csv")
+    per_rule, units = slurm_jobs_per_stage(proc.stdout + proc.stderr)
+    per_source = yaml.safe_load(PROFILE.read_text())["group-components"]["per_source"]
+    with capsys.disabled():
+        print(f"\n50 sources, group-components per_source={per_source}: {units} Slurm jobs")
+        for rule, n in sorted(per_rule.items()):
+            print(f"    {rule:16s} in {n:3d} Slurm job(s)")
+    for rule in PER_SOURCE_RULES:
+        assert 1 <= per_rule[rule] <= 10, (rule, per_rule[rule])
+    assert per_rule["calibration"] == 1
+    assert units <= 4 * 10
+
+
+def cluster_up() -> bool:
+    if not shutil.which("scontrol"):
+        return False
+    try:
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+    return out.returncode == 0 and "UP" in out.stdout
+
+
+@pytest.fixture
+def slurm_cluster(request):
+    markexpr = request.config.getoption("-m") or ""
+    if "slurm" not in markexpr or "not slurm" in markexpr:
+        pytest.skip("real Slurm submissions run only with `pytest -m slurm`")
+    if not cluster_up():
+        pytest.skip("no Slurm controller answers (start one with .ci/slurm/start-slurm.sh)")
+
+
+@pytest.mark.slurm
+def test_discovery_of_50_sources_is_submitted_as_grouped_slurm_jobs(
+    slurm_cluster, tmp_path, capsys
+):
+    ws = make_workspace(tmp_path / "ws", synthetic_catalog(50))
+    partition = (
+        subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True)
+        .stdout.split()[0]
+        .rstrip("*")
+    )
+    proc = snakemake(
+        ws,
+        "--profile",
+        "profiles/slurm",
+        "--cores",
+        "1",
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+        "--default-resources",
+        f"slurm_partition={partition}",
+        "mem_mb=500",
+        "runtime=10",
+        "--config",
+        "catalog=catalog.csv",
+        "--until",
+        "discovery",
+        timeout=600,
+    )
+    log = proc.stdout + proc.stderr
+    ids = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
+    with capsys.disabled():
+        print(f"\n50 sources, discovery only: {len(ids)} Slurm jobs ({sorted(ids, key=int)})")
+    assert 1 <= len(ids) <= 10
+    assert len(list((ws / "results" / "discovery").glob("*.parquet"))) == 50
+    states = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--format=%i|%T", "-j", ",".join(ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert states.count("|COMPLETED") == len(ids), states
+    assert list(Path(ws, ".snakemake", "slurm_logs").rglob("*.log"))
