@@ -100,6 +100,20 @@ def test_spectra_equal_the_simulated_backend(runs):
                 assert b[col].fillna("").tolist() == a[col].fillna("").tolist(), (s, col)
 
 
+def test_manifests_clean_and_calibration_provenance_equal(runs):
+    sim_ws, irsa_ws, _ = runs
+    for s in sources(sim_ws):
+        manifest = json.loads(
+            (irsa_ws / f"results/provenance/{s}_output_manifest.json").read_text()
+        )
+        assert manifest.get("problems", []) == []
+        cal = [
+            json.loads((ws / f"results/provenance/{s}_provenance.json").read_text())["calibration"]
+            for ws in (sim_ws, irsa_ws)
+        ]
+        assert cal[0] == cal[1] and len(cal[0]) == 12
+
+
 def test_cutout_index_records_the_permanent_failure(runs):
     _, irsa_ws, _ = runs
     first, second = sources(irsa_ws)

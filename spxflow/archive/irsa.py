@@ -266,6 +266,11 @@ class IrsaArchive(Archive):
             sha256=sha256_file(dest),
         )
 
+    # ------------------------------------------------------------------ truth
+    def truth_sed(self, ra: float, dec: float, wavelength_um, *, bandwidth_um=None) -> None:
+        """Real archive data carry no injected truth: always None."""
+        return None
+
 
 def calibration_problem(path: str | os.PathLike, family: str) -> str:
     """Empty string if ``path`` is a readable calibration file with the family's HDUs."""
