@@ -144,6 +144,7 @@ def test_corrupt_bodies_are_never_left(emulator, rows, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == []
 
 
+@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")
 def test_an_invalid_file_under_the_final_name_is_replaced(emulator, rows, reference, tmp_path):
     name = rows[0]["access_url"].rsplit("/", 1)[-1]
     (tmp_path / name).write_bytes(b"SIMPLE  = T" + b" " * 100)

@@ -53,6 +53,7 @@ class DownloadError(ArchiveError):
         super().__init__(message)
         self.transient = transient
         self.retry_after = retry_after
+        self.attempts = 0  # set by download(): attempts made
 
 
 @dataclass
@@ -236,9 +237,11 @@ def download(
     try:
         policy.run(attempt, f"GET {url}", sleep=sleep)
     except DownloadError as exc:
-        raise DownloadError(
+        err = DownloadError(
             f"{exc} (after {state['attempts']} attempt(s))", transient=exc.transient
-        ) from None
+        )
+        err.attempts = state["attempts"]
+        raise err from None
     except NoOverlapError:
         raise
     digest = _sha256(part)

@@ -182,7 +182,7 @@ class IrsaArchive(Archive):
             return result
         except Exception as exc:  # noqa: BLE001 - one image's failure is recorded, never raised
             result.reason = f"{type(exc).__name__}: {exc}"
-            result.attempts = self.policy.attempts if getattr(exc, "transient", False) else 1
+            result.attempts = getattr(exc, "attempts", 0) or 1
             return result
         result.status = "ok"
         result.path = got.path
