@@ -16,9 +16,7 @@ import numpy as np
 from spxflow.format import CALIBRATION_FAMILIES
 from spxflow.photometry.fitsread import FitsReadError, scan
 
-_NAME_RE = re.compile(
-    r"^(?P<family>[a-z_]+)_D(?P<det>[1-6])_spx_(?P<token>[A-Za-z0-9.-]+)\.fits$"
-)
+_NAME_RE = re.compile(r"^(?P<family>[a-z_]+)_D(?P<det>[1-6])_spx_(?P<token>[A-Za-z0-9.-]+)\.fits$")
 
 
 @dataclass
@@ -36,8 +34,8 @@ class CalibrationSet:
             m = _NAME_RE.match(os.path.basename(str(p)))
             if not m or m["family"] not in CALIBRATION_FAMILIES:
                 raise ValueError(
-                    f"{p}: not a calibration product name "
-                    f"(<family>_D<n>_spx_<token>.fits with family in {sorted(CALIBRATION_FAMILIES)})"
+                    f"{p}: not a calibration product name (<family>_D<n>_spx_<token>.fits "
+                    f"with family in {sorted(CALIBRATION_FAMILIES)})"
                 )
             key = (m["family"], int(m["det"]))
             out.files[key] = str(p)

@@ -160,6 +160,10 @@ def _tan_deproject(xi, eta, ra0, dec0):
     rho = np.hypot(x, y)
     c = np.arctan(rho)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dec = np.arcsin(np.cos(c) * math.sin(d0) + np.where(rho > 0, y * np.sin(c) * math.cos(d0) / rho, 0.0))
-    ra = ra0 * D2R + np.arctan2(x * np.sin(c), rho * math.cos(d0) * np.cos(c) - y * math.sin(d0) * np.sin(c))
+        dec = np.arcsin(
+            np.cos(c) * math.sin(d0) + np.where(rho > 0, y * np.sin(c) * math.cos(d0) / rho, 0.0)
+        )
+    ra = ra0 * D2R + np.arctan2(
+        x * np.sin(c), rho * math.cos(d0) * np.cos(c) - y * math.sin(d0) * np.sin(c)
+    )
     return (ra / D2R) % 360.0, dec / D2R

@@ -155,7 +155,9 @@ def read_array(fh, hdu: Hdu) -> np.ndarray:
     raw = fh.read(hdu.data_size)
     if len(raw) < hdu.data_size:
         raise FitsReadError(f"truncated data in {hdu.name}")
-    return np.frombuffer(raw, dtype=hdu.dtype).reshape(hdu.shape).astype(hdu.dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=hdu.dtype).reshape(hdu.shape).astype(hdu.dtype.newbyteorder("="))
+    )
 
 
 def read_plane(fh, hdu: Hdu, index: int) -> np.ndarray:

@@ -311,9 +311,7 @@ def _load(path, ra, dec, neighbours, calibration, settings):
     try:
         return prepare(cutout, neighbours, calibration, settings), None
     except (ValueError, KeyError, OSError) as exc:
-        return None, _failed_row(
-            str(path), "READ_FAILED", f"{type(exc).__name__}: {exc}", cutout
-        )
+        return None, _failed_row(str(path), "READ_FAILED", f"{type(exc).__name__}: {exc}", cutout)
 
 
 def measure_cutouts(

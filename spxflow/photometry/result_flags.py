@@ -53,4 +53,6 @@ def mask_of(names) -> int:
 def describe(value: int) -> list[str]:
     """Names of the flags set in ``value``, in bit order."""
     value = int(value)
-    return [n for n, (b, _) in sorted(RESULT_FLAGS.items(), key=lambda kv: kv[1][0]) if value >> b & 1]
+    return [
+        n for n, (b, _) in sorted(RESULT_FLAGS.items(), key=lambda kv: kv[1][0]) if value >> b & 1
+    ]
