@@ -27,7 +27,7 @@ FAULTS = {
         {"kind": "cutout", "fault": "503", "rate": 0.06 / 0.94},
         {"kind": "cutout", "fault": "truncate", "rate": 0.06 / 0.88},
         {"kind": "cutout", "fault": "reset", "rate": 0.06 / 0.82},
-        {"kind": "cutout", "fault": "slow", "rate": 0.06 / 0.76, "slow_s": 4.0},
+        {"kind": "cutout", "fault": "slow", "rate": 0.06 / 0.76, "slow_s": 6.0},
         {"kind": "cutout", "fault": "gzip", "rate": 0.2},
         {"kind": "sia", "fault": "503", "rate": 0.3},
     ],
@@ -63,7 +63,7 @@ def runs(tmp_path_factory):
         cfg["archive"]["backend"] = "irsa"
         cfg["archive"]["irsa"].update(
             base_url_override=url,
-            timeout_s=2.0,
+            timeout_s=5.0,
             retry_attempts=8,
             backoff_base_s=0.05,
             backoff_max_s=0.5,
