@@ -155,7 +155,7 @@ def test_config_maps_to_budget(tmp_path):
 
 
 @pytest.mark.slow
-def test_workflow_run_with_a_small_bound_never_exceeds_it(tmp_path):
+def test_workflow_run_with_a_small_bound_never_exceeds_it(tmp_path, capsys):
     """The real workflow (3 demo sources, 2 cores) under a bound that fits ~1.3 sources."""
     from spxflow.archive.simulated import SimulatedArchive
     from tests.workflow_helpers import REPO, make_workspace, snakemake
@@ -183,4 +183,9 @@ def test_workflow_run_with_a_small_bound_never_exceeds_it(tmp_path):
     assert sampler.peak >= 0.5 * max(needs)  # the sampler did see cutouts on disk
     logs = "".join(p.read_text() for p in (ws / "logs" / "cutouts").glob("*.log"))
     assert "reserved" in logs
+    with capsys.disabled():
+        print(
+            f"\nlive cutouts peak {sampler.peak / 1e6:.0f} MB <= bound {bound_gb * 1e3:.0f} MB "
+            f"({sampler.samples} samples); cutouts jobs that waited: {logs.count('waiting for')}"
+        )
     assert len(list((ws / "results" / "measurements").glob("*.parquet"))) == 3
