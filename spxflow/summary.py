@@ -158,8 +158,11 @@ def write_measurements_fits(
         fits.HDUList([primary, hdu]).writeto(tmp, overwrite=True)
         # astropy regroups commentary cards placed among the column cards when it writes a
         # new table HDU, but keeps them when updating an existing file in place.
-        with fits.open(tmp, mode="update", checksum=True) as hdul:
+        with fits.open(tmp, mode="update") as hdul:
             _insert_category_headers(hdul[EXTNAME].header, columns)
+            # A fixed comment instead of the update time keeps the file byte-reproducible.
+            for h in hdul:
+                h.add_checksum(when="HDU checksum")
 
 
 def read_measurements_fits(path: str | os.PathLike):

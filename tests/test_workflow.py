@@ -104,7 +104,9 @@ def test_runtime_knobs_rerun_nothing(done):
 
 
 def test_changing_a_photometry_parameter_reruns_photometry_for_all(done):
-    jobs = planned_jobs(done, *CONFIG, "photometry={'fit_radius_px': 3.0}")
+    # --config flattens nested values to strings; a config file keeps their types.
+    (done / "changed.yaml").write_text("photometry:\n  fit_half_size_px: 5\n")
+    jobs = planned_jobs(done, "--configfile", "config/config.yaml", "changed.yaml", *CONFIG)
     photometry = {w for r, w in jobs if r == "photometry"}
     assert photometry == {f"source={s}" for s in sources(done)}
     assert not any(r == "discovery" for r, _ in jobs)
@@ -125,22 +127,29 @@ def test_update_reruns_only_sources_whose_image_list_changed(done):
     s0, s1 = sources(done)
     path = done / f"results/discovery/{s0}.parquet"
     table = pd.read_parquet(path)
-    table.iloc[1:].to_parquet(path, index=False)  # pretend the archive gained an image
+    # Pretend s0 was processed when the archive had one image fewer...
+    table.iloc[1:].to_parquet(path, index=False)
+    snakemake(done, *CONFIG, "--forcerun", f"results/cutouts/{s0}.json")
+    n_before = len(pd.read_parquet(done / f"results/measurements/{s0}.parquet"))
     time.sleep(1.1)
+    # ...and the archive has gained it since: only s0 is re-run.
+    assert not planned_jobs(done, *CONFIG)
     jobs = planned_jobs(done, *CONFIG, "update=true")
     touched = {w for _, w in jobs if w}
     assert f"source={s0}" in touched and f"source={s1}" not in touched
     snakemake(done, *CONFIG, "update=true")
     assert len(pd.read_parquet(path)) == len(table)
+    n_after = len(pd.read_parquet(done / f"results/measurements/{s0}.parquet"))
+    assert n_after == n_before + 1
 
 
 def test_check_verifies_and_detects_tampering(done):
-    snakemake(done, *CONFIG, "check")
+    snakemake(done, "check", "--forcerun", "check", *CONFIG)
     s = sources(done)[1]
     spec = done / f"results/spectra/{s}.csv"
     original = spec.read_bytes()
     spec.write_bytes(original.replace(b"detected", b"DETECTED", 1))
-    proc = snakemake(done, *CONFIG, "check", check=False)
+    proc = snakemake(done, "check", "--forcerun", "check", *CONFIG, check=False)
     assert proc.returncode != 0
     report = json.loads((done / "results/check/check_report.json").read_text())
     assert any(p["status"] == "tampered" and s in p["path"] for p in report["problems"])
@@ -163,7 +172,9 @@ def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
     ours, reference = result_files(ws), result_files(done)
     ours.pop("results/check/check_report.json", None)
     reference.pop("results/check/check_report.json", None)
-    reference = {k: v for k, v in reference.items() if "/measurements/" not in k or k.endswith(".parquet")}
+    reference = {
+        k: v for k, v in reference.items() if "/measurements/" not in k or k.endswith(".parquet")
+    }
     ours = {k: v for k, v in ours.items() if k in reference or "/qa/" not in k}
     assert sorted(ours) == sorted(k for k in reference if not k.endswith("_qa_manifest.json"))
     for k in ours:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_ITEMS = ("Snakefile", "workflow", "config", "scripts", "resources", "profiles")
+PROJECT_ITEMS = ("Snakefile", "workflow", "config", "scripts", "resources", "profiles", "envs")
 
 
 def make_workspace(dest: Path, catalog_rows: pd.DataFrame | None = None) -> Path:
@@ -48,7 +48,11 @@ def snakemake(ws: Path, *args: str, check: bool = True, timeout: float = 900):
     return proc
 
 
-_JOB = re.compile(r"^rule (\w+):\s*$(?P<body>(?:\n(?!rule |localrule ).*)*)", re.MULTILINE)
+# Jobs of a group are printed indented under their group job.
+_JOB = re.compile(
+    r"^\s*rule (\w+):\s*$(?P<body>(?:\n(?!\s*rule |\s*localrule |\s*group job ).*)*)",
+    re.MULTILINE,
+)
 _WILDCARDS = re.compile(r"wildcards: (.*)")
 
 

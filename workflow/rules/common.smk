@@ -1,9 +1,11 @@
 # Config and catalog validation, wildcard constraints and every input/params function.
 import os
 
+import yaml
 from snakemake.utils import validate
 
 from spxflow.catalog import CatalogSettings, neighbour_lists, read_catalog
+from spxflow.configcli import coerce_cli_strings
 from spxflow.format import CALIBRATION_FAMILIES, DETECTORS, calibration_file_name
 from spxflow.identity import archive_science_config
 from spxflow.photometry import PHOTOMETRY_VERSION, PhotometrySettings
@@ -11,6 +13,8 @@ from spxflow.slug import SLUG_REGEX
 from spxflow.stages import refresh_discovery
 
 
+with open(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")) as _fh:
+    coerce_cli_strings(config, yaml.safe_load(_fh))
 validate(config, "../schemas/config.schema.yaml")
 
 CATALOG_SETTINGS = CatalogSettings.from_config(config)
@@ -48,7 +52,19 @@ wildcard_constraints:
 
 
 def get_final_outputs():
-    outputs = expand("results/provenance/{source}_output_manifest.json", source=SOURCES)
+    # Every user-facing product is requested, not just the manifest: Snakemake re-creates a
+    # missing output only if something asks for it.
+    outputs = expand(
+        [
+            "results/spectra/{source}.csv",
+            "results/provenance/{source}_provenance.json",
+            "results/provenance/{source}_measurement_index.json",
+            "results/plots/{source}_sed.png",
+            "results/qa/{source}/{source}_qa_summary.png",
+            "results/provenance/{source}_output_manifest.json",
+        ],
+        source=SOURCES,
+    )
     outputs += ["results/summary/sources.csv", "results/summary/measurements.fits"]
     if IS_SIMULATED:
         outputs.append("results/validation/accuracy.csv")
