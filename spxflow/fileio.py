@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -22,6 +23,11 @@ def atomic_path(final: str | os.PathLike, suffix: str = ".part") -> Iterator[Pat
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # Leftovers of a writer of the same file that was killed (SIGKILL, node loss): one writer
+    # per output path at a time (Snakemake's job model), so they are safe to remove.
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*{suffix}"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp)

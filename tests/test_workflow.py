@@ -168,7 +168,8 @@ def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
     proc.wait()
     snakemake(ws, "--unlock", *CONFIG)
     snakemake(ws, "--rerun-incomplete", *CONFIG)
-    assert not list(ws.rglob("*.part"))
+    leftovers = list(ws.rglob("*.part"))
+    assert not leftovers, leftovers
     ours, reference = result_files(ws), result_files(done)
     ours.pop("results/check/check_report.json", None)
     reference.pop("results/check/check_report.json", None)
