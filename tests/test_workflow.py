@@ -186,7 +186,7 @@ def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
     "rows, message",
     [
         ([["ok", 10.0, 95.0]], "DEC_deg='95.0' is not in"),
-        ([["ok", float("nan"), 5.0]], "RA_deg='nan'"),
+        ([["ok", float("nan"), 5.0]], "row 1 ('ok'): RA_deg=''"),
         ([["x", 10.0, 5.0], ["x", 11.0, 5.0]], "duplicate name 'x'"),
         ([["a/b", 10.0, 5.0], ["a b", 11.0, 5.0]], "becomes file name 'a_b'"),
     ],
