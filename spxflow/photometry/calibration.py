@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spxflow.format import CALIBRATION_FAMILIES
-from spxflow.photometry.fitsread import FitsReadError, scan
+from spxflow.photometry.fitsread import FitsReadError, open_buffer, scan
 
 _NAME_RE = re.compile(r"^(?P<family>[a-z_]+)_D(?P<det>[1-6])_spx_(?P<token>[A-Za-z0-9.-]+)\.fits$")
 
@@ -51,8 +51,8 @@ class CalibrationSet:
             path = self.files.get((family, int(detector)))
             arr = None
             if path is not None:
-                with open(path, "rb") as fh:
-                    hdus = {h.name: h for h in scan(fh)}
+                with open_buffer(path) as buf:
+                    hdus = {h.name: h for h in scan(buf)}
                 if extname not in hdus:
                     raise FitsReadError(f"{path}: no {extname} HDU")
                 h = hdus[extname]

@@ -16,7 +16,7 @@ from spxflow.format import FLAG_BITS, psf_plane
 from spxflow.photometry.celestial import TanSip, WcsError
 from spxflow.photometry.fitsread import (
     FitsReadError,
-    open_maybe_gzip,
+    open_buffer,
     read_array,
     read_plane,
     read_table_row,
@@ -64,36 +64,37 @@ class Cutout:
         return self.y + self.origin[1]
 
 
-def _flag_bits(header: dict) -> dict[str, int]:
-    bits = {k[3:]: int(v) for k, v in header.items() if k.startswith("MP_") and isinstance(v, int)}
+def _flag_bits(header) -> dict[str, int]:
+    bits = {}
+    for k in header:
+        if k.startswith("MP_") and isinstance(header[k], int):
+            bits[k[3:]] = int(header[k])
     return bits or {k: v[0] for k, v in FLAG_BITS.items()}
 
 
 def read_cutout(path: str | os.PathLike, ra: float, dec: float) -> Cutout:
     """Read one cutout and place the target (ra, dec) on it; raises CutoutError."""
+    name = os.path.basename(path)
     try:
-        fh = open_maybe_gzip(path)
-    except OSError as exc:
-        raise CutoutError("READ_FAILED", f"cannot open {path}: {exc}") from exc
-    try:
-        return _read(fh, str(path), ra, dec)
+        with open_buffer(path) as buf:
+            return _read(buf, str(path), ra, dec)
     except FitsReadError as exc:
-        raise CutoutError("READ_FAILED", f"{os.path.basename(path)}: {exc}") from exc
-    except (OSError, EOFError) as exc:
-        raise CutoutError("READ_FAILED", f"{os.path.basename(path)}: {exc}") from exc
-    finally:
-        fh.close()
+        raise CutoutError("READ_FAILED", f"{name}: {exc}") from exc
+    except (OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, CutoutError):
+            raise
+        raise CutoutError("READ_FAILED", f"{name}: {type(exc).__name__}: {exc}") from exc
 
 
-def _read(fh, path: str, ra: float, dec: float) -> Cutout:
-    hdus = {h.name: h for h in scan(fh)}
+def _read(buf, path: str, ra: float, dec: float) -> Cutout:
+    hdus = {h.name: h for h in scan(buf)}
     missing = [n for n in REQUIRED_HDUS if n not in hdus]
     if missing:
         raise CutoutError("READ_FAILED", f"{os.path.basename(path)}: missing HDU(s) {missing}")
     ih = hdus["IMAGE"].header
-    image = read_array(fh, hdus["IMAGE"]).astype(np.float64)
-    flags = read_array(fh, hdus["FLAGS"]).astype(np.int32)
-    variance = read_array(fh, hdus["VARIANCE"]).astype(np.float64)
+    image = read_array(buf, hdus["IMAGE"]).astype(np.float64)
+    flags = read_array(buf, hdus["FLAGS"]).astype(np.int32)
+    variance = read_array(buf, hdus["VARIANCE"]).astype(np.float64)
     if image.ndim != 2 or flags.shape != image.shape or variance.shape != image.shape:
         raise CutoutError(
             "READ_FAILED",
@@ -120,10 +121,10 @@ def _read(fh, path: str, ra: float, dec: float) -> Cutout:
     except (KeyError, TypeError, ValueError) as exc:
         raise CutoutError("BAD_WCS", f"{os.path.basename(path)}: no CRPIXnA cards") from exc
     plane = psf_plane(x + origin[0], y + origin[1])
-    psf = read_plane(fh, hdus["PSF"], plane)
+    psf = read_plane(buf, hdus["PSF"], plane)
     wave = None
     if "WCS-WAVE" in hdus:
-        row = read_table_row(fh, hdus["WCS-WAVE"])
+        row = read_table_row(buf, hdus["WCS-WAVE"])
         x_tab, y_tab = row["X"].astype(float), row["Y"].astype(float)
         wave = (x_tab, y_tab, row["VALUES"].astype(float).reshape(len(y_tab), len(x_tab), 2))
     return Cutout(

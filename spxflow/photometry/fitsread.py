@@ -9,11 +9,13 @@ astropy on the same files.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import io
 import math
+import mmap
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,13 +27,75 @@ class FitsReadError(ValueError):
     """The file is not a complete FITS file of the expected layout."""
 
 
+class Header(Mapping):
+    """Header cards of one HDU, converted to Python values only when looked up.
+
+    Cutout headers carry ~1,000 cards (the PSF zone table alone ~500); converting all of them
+    cost more than the fit, so the raw value text is indexed and parsed on access.
+    """
+
+    def __init__(self, raw: bytes):
+        self._text = raw
+        cards = np.frombuffer(raw, dtype="S80")
+        # 8-character keywords of all cards in one C-level pass; the first occurrence wins.
+        keys = cards.view("S1").reshape(len(cards), 80)[:, :8].copy().view("S8").ravel()
+        keys = np.char.rstrip(keys).tolist()
+        n = len(keys)
+        self._index = dict(zip(reversed(keys), range(n - 1, -1, -1), strict=True))
+        self._end = self._index.get(b"END", n)
+        self._values: dict = {}
+
+    def _raw(self, key: str) -> str | None:
+        if len(key) <= 8:
+            i = self._index.get(key.encode("ascii").rstrip())
+            if i is None or i >= self._end:
+                return None
+            card = self._text[i * 80 : i * 80 + 80]
+            return card[10:].decode("ascii", "replace") if card[8:10] == b"= " else None
+        target = f"HIERARCH {key}".encode("ascii")
+        for i in range(self._end):
+            card = self._text[i * 80 : i * 80 + 80]
+            if card.startswith(target):
+                rest = card[len(target) :].lstrip()
+                if rest.startswith(b"="):
+                    return rest[1:].decode("ascii", "replace")
+        return None
+
+    def __getitem__(self, key):
+        if key not in self._values:
+            raw = self._raw(key)
+            if raw is None:
+                raise KeyError(key)
+            self._values[key] = _value(raw)
+        return self._values[key][0]
+
+    def comment(self, key) -> str:
+        self[key]
+        return self._values[key][1]
+
+    def __iter__(self):
+        """Keywords of value cards (8-character keys; HIERARCH keys are only looked up)."""
+        for k, i in self._index.items():
+            if i < self._end and self._text[i * 80 + 8 : i * 80 + 10] == b"= ":
+                yield k.decode("ascii", "replace")
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, key) -> bool:
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
+
+
 @dataclass
 class Hdu:
     name: str
-    header: dict
+    header: Header
     data_start: int
     data_size: int
-    comments: dict = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -45,6 +109,7 @@ class Hdu:
 
 
 def _value(text: str):
+    """(value, comment) of a card's value field."""
     text = text.strip()
     if text.startswith("'"):
         # Quoted string; '' is an escaped quote; the comment follows the closing quote.
@@ -62,44 +127,24 @@ def _value(text: str):
         return "".join(out).rstrip(), text[i + 1 :].partition("/")[2].strip()
     raw, _, comment = text.partition("/")
     raw = raw.strip()
+    comment = comment.strip()
     if raw == "T":
-        return True, comment.strip()
+        return True, comment
     if raw == "F":
-        return False, comment.strip()
+        return False, comment
     if raw == "":
-        return None, comment.strip()
+        return None, comment
     try:
-        return int(raw), comment.strip()
+        return int(raw), comment
     except ValueError:
         pass
     try:
-        return float(raw.replace("D", "E")), comment.strip()
+        return float(raw.replace("D", "E")), comment
     except ValueError:
-        return raw, comment.strip()
+        return raw, comment
 
 
-def parse_header(raw: bytes) -> tuple[dict, dict]:
-    """(cards, comments) from header bytes; HIERARCH keys are kept without the prefix."""
-    cards: dict = {}
-    comments: dict = {}
-    text = raw.decode("ascii", errors="replace")
-    for i in range(0, len(text), 80):
-        c = text[i : i + 80]
-        key = c[:8].rstrip()
-        if key == "END":
-            break
-        if key == "HIERARCH":
-            k, eq, rest = c[9:].partition("=")
-            if eq:
-                cards[k.strip()], comments[k.strip()] = _value(rest)
-            continue
-        if key in ("", "COMMENT", "HISTORY") or c[8:10] != "= ":
-            continue
-        cards[key], comments[key] = _value(c[10:])
-    return cards, comments
-
-
-def _data_size(h: dict) -> int:
+def _data_size(h: Header) -> int:
     naxis = int(h.get("NAXIS", 0))
     if naxis == 0:
         return 0
@@ -107,101 +152,100 @@ def _data_size(h: dict) -> int:
     return abs(int(h["BITPIX"])) // 8 * int(h.get("GCOUNT", 1)) * (int(h.get("PCOUNT", 0)) + n)
 
 
-def scan(fh) -> list[Hdu]:
-    """Every HDU's header and data offsets; raises FitsReadError on a truncated file."""
+def scan(buf) -> list[Hdu]:
+    """Every HDU's header and data offsets in a bytes-like ``buf`` (bytes or mmap); raises
+    FitsReadError on a truncated or non-FITS buffer."""
     hdus: list[Hdu] = []
+    size = len(buf)
     pos = 0
-    fh.seek(0, os.SEEK_END)
-    size = fh.tell()
+    if size < BLOCK or bytes(buf[:9]) != b"SIMPLE  =":
+        raise FitsReadError("not a FITS file (no SIMPLE card)")
     while pos < size:
-        fh.seek(pos)
-        chunks = []
-        while True:
-            block = fh.read(BLOCK)
-            if len(block) < BLOCK:
-                raise FitsReadError(f"truncated header at byte {pos} (HDU {len(hdus)})")
-            chunks.append(block)
-            if _has_end(block):
-                break
-        raw = b"".join(chunks)
-        if not hdus and not raw.startswith(b"SIMPLE  ="):
-            raise FitsReadError("not a FITS file (no SIMPLE card)")
-        header, comments = parse_header(raw)
-        start = pos + len(raw)
+        end = _find_end(buf, pos)
+        if end < 0:
+            raise FitsReadError(f"truncated header at byte {pos} (HDU {len(hdus)})")
+        header = Header(bytes(buf[pos:end]))
+        start = end
         nbytes = _data_size(header)
+        name = str(header.get("EXTNAME", "PRIMARY" if not hdus else "")).strip().upper()
         if start + nbytes > size:
             raise FitsReadError(
-                f"truncated data in HDU {len(hdus)} ({header.get('EXTNAME', 'PRIMARY')}): "
-                f"needs {start + nbytes} bytes, file has {size}"
+                f"truncated data in HDU {len(hdus)} ({name}): needs {start + nbytes} bytes, "
+                f"file has {size}"
             )
-        name = str(header.get("EXTNAME", "PRIMARY" if not hdus else "")).strip().upper()
-        hdus.append(Hdu(name, header, start, nbytes, comments))
+        hdus.append(Hdu(name, header, start, nbytes))
         pos = start + nbytes + ((-nbytes) % BLOCK)
-    if not hdus:
-        raise FitsReadError("empty file")
     return hdus
 
 
-def _has_end(block: bytes) -> bool:
-    for i in range(0, BLOCK, 80):
-        if block[i : i + 8] == b"END     ":
-            return True
-    return False
+def _find_end(buf, pos: int) -> int:
+    """Offset just past the header block holding the END card, or -1."""
+    size = len(buf)
+    while pos + BLOCK <= size:
+        block = bytes(buf[pos : pos + BLOCK])
+        for i in range(0, BLOCK, 80):
+            if block[i : i + 8] == b"END     ":
+                return pos + BLOCK
+        pos += BLOCK
+    return -1
 
 
-def read_array(fh, hdu: Hdu) -> np.ndarray:
-    """The whole data array of an image HDU, native byte order."""
-    fh.seek(hdu.data_start)
-    raw = fh.read(hdu.data_size)
-    if len(raw) < hdu.data_size:
-        raise FitsReadError(f"truncated data in {hdu.name}")
+def read_array(buf, hdu: Hdu) -> np.ndarray:
+    """The whole data array of an image HDU, native byte order (a copy)."""
     return (
-        np.frombuffer(raw, dtype=hdu.dtype).reshape(hdu.shape).astype(hdu.dtype.newbyteorder("="))
+        np.frombuffer(buf, dtype=hdu.dtype, count=math.prod(hdu.shape), offset=hdu.data_start)
+        .reshape(hdu.shape)
+        .astype(hdu.dtype.newbyteorder("="))
     )
 
 
-def read_plane(fh, hdu: Hdu, index: int) -> np.ndarray:
-    """Plane ``index`` (0-based, slowest axis) of a 3-D image HDU without reading the rest."""
+def read_plane(buf, hdu: Hdu, index: int) -> np.ndarray:
+    """Plane ``index`` (0-based, slowest axis) of a 3-D image HDU without touching the rest."""
     shape = hdu.shape
     if len(shape) != 3 or not 0 <= index < shape[0]:
         raise FitsReadError(f"{hdu.name}: no plane {index} in shape {shape}")
-    n = shape[1] * shape[2] * hdu.dtype.itemsize
-    fh.seek(hdu.data_start + index * n)
-    raw = fh.read(n)
-    if len(raw) < n:
-        raise FitsReadError(f"truncated data in {hdu.name} plane {index}")
-    return np.frombuffer(raw, dtype=hdu.dtype).reshape(shape[1:]).astype(np.float64)
+    n = shape[1] * shape[2]
+    offset = hdu.data_start + index * n * hdu.dtype.itemsize
+    return np.frombuffer(buf, dtype=hdu.dtype, count=n, offset=offset).reshape(shape[1:]).astype(
+        np.float64
+    )
 
 
 _TFORM_DTYPES = {"J": ">i4", "E": ">f4", "D": ">f8", "I": ">i2", "K": ">i8", "B": ">u1"}
 
 
-def read_table_row(fh, hdu: Hdu, row: int = 0) -> dict[str, np.ndarray]:
+def read_table_row(buf, hdu: Hdu, row: int = 0) -> dict[str, np.ndarray]:
     """Columns of one BINTABLE row as flat arrays (numeric vector columns only)."""
     h = hdu.header
     width = int(h["NAXIS1"])
-    fh.seek(hdu.data_start + row * width)
-    raw = fh.read(width)
-    if len(raw) < width:
-        raise FitsReadError(f"truncated table {hdu.name}")
+    base = hdu.data_start + row * width
     out, offset = {}, 0
     for k in range(1, int(h["TFIELDS"]) + 1):
         form = str(h[f"TFORM{k}"]).strip()
         count = int(form[:-1] or 1)
         dt = np.dtype(_TFORM_DTYPES[form[-1]])
         out[str(h.get(f"TTYPE{k}", f"col{k}")).strip()] = np.frombuffer(
-            raw, dtype=dt, count=count, offset=offset
+            buf, dtype=dt, count=count, offset=base + offset
         ).astype(dt.newbyteorder("="))
         offset += count * dt.itemsize
     return out
 
 
-def open_maybe_gzip(path: str | os.PathLike):
-    """A binary file object; gzip files (IRSA's default) are decompressed into memory."""
-    fh = open(path, "rb")
-    if fh.read(2) == b"\x1f\x8b":
-        fh.close()
-        with open(path, "rb") as raw:
-            return io.BytesIO(gzip.decompress(raw.read()))
-    fh.seek(0)
-    return fh
+@contextlib.contextmanager
+def open_buffer(path: str | os.PathLike):
+    """The file's bytes as a buffer: memory-mapped (only touched pages are read), or the
+    decompressed bytes of a gzip file (IRSA gzips cutouts by default)."""
+    with open(path, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":
+            fh.seek(0)
+            yield gzip.decompress(fh.read())
+            return
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            yield b""
+            return
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield mm
+        finally:
+            mm.close()
