@@ -206,8 +206,10 @@ def read_plane(buf, hdu: Hdu, index: int) -> np.ndarray:
         raise FitsReadError(f"{hdu.name}: no plane {index} in shape {shape}")
     n = shape[1] * shape[2]
     offset = hdu.data_start + index * n * hdu.dtype.itemsize
-    return np.frombuffer(buf, dtype=hdu.dtype, count=n, offset=offset).reshape(shape[1:]).astype(
-        np.float64
+    return (
+        np.frombuffer(buf, dtype=hdu.dtype, count=n, offset=offset)
+        .reshape(shape[1:])
+        .astype(np.float64)
     )
 
 

@@ -50,7 +50,7 @@ def axis_weights(shift, m, lo, hi):
                 hi[r] = max(hi[r], i0 + 1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def render_stamp(plane, dx, dy, out):
     """Pixel-integrated PSF on an STAMP×STAMP grid centred on the source's rounded pixel."""
     mx = np.empty((STAMP, PSF_SIZE))
@@ -63,12 +63,14 @@ def render_stamp(plane, dx, dy, out):
     axis_weights(dy, my, loy, hiy)
     tmp = np.zeros((STAMP, PSF_SIZE))
     for r in range(STAMP):
+        row = tmp[r]
         for i in range(loy[r], hiy[r] + 1):
             w = my[r, i]
             if w == 0.0:
                 continue
+            src = plane[i]
             for j in range(PSF_SIZE):
-                tmp[r, j] += w * plane[i, j]
+                row[j] += w * src[j]
     for r in range(STAMP):
         for c in range(STAMP):
             s = 0.0

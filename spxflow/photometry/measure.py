@@ -350,7 +350,9 @@ def fit_packed(batch: dict, core_r: float, threads: int = 1) -> dict:
     import numba
 
     previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    # A thread costs more to wake than ~100 cutouts take to fit: small batches run on one.
+    n_threads = min(int(threads), numba.config.NUMBA_NUM_THREADS, len(batch["npix"]) // 128)
+    numba.set_num_threads(max(1, n_threads))
     try:
         out = kernels.fit_batch(
             batch["px"], batch["py"], batch["npix"], batch["data"], batch["var"],
