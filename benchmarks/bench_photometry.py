@@ -124,10 +124,10 @@ def main(argv=None) -> int:
             sub = paths[: min(n, 15)]
             loaded = [astropy_load(p, RA, DEC) for p in sub]
             photutils_fit(*loaded[0], half)  # warm up
-            t_pu_fit = timeit(lambda ld=loaded: [photutils_fit(*a, half) for a in ld], 1)
+            t_pu_fit = timeit(lambda ld=loaded, h=half: [photutils_fit(*a, h) for a in ld], 1)
             t_pu_fit /= len(sub)
             t_pu_e2e = timeit(
-                lambda s=sub: [photutils_fit(*astropy_load(p, RA, DEC), half) for p in s], 1
+                lambda s=sub, h=half: [photutils_fit(*astropy_load(p, RA, DEC), h) for p in s], 1
             ) / len(sub)
             measure_cutouts(paths, RA, DEC, [], cal, settings)
             t_ours = timeit(lambda p=paths: measure_cutouts(p, RA, DEC, [], cal, settings)) / n
