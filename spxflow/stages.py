@@ -101,6 +101,60 @@ def _same_images(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     )
 
 
+def retry_index_path(index_path: str) -> str:
+    return index_path[: -len(".json")] + ".retry.json"
+
+
+def prepare_retry(sources: list[str], index_dir: str) -> list[str]:
+    """``retry_failed=true``: set aside the cutout index of every source with failed cutouts,
+    so that Snakemake re-runs that source's cutouts job; ``fetch_source_cutouts`` then fetches
+    only the failed images and carries the others' measurements over."""
+    retried = []
+    for source in sources:
+        path = os.path.join(index_dir, f"{source}.json")
+        if not os.path.exists(path):
+            continue
+        if read_json(path).get("n_failed", 0):
+            os.replace(path, retry_index_path(path))
+            retried.append(source)
+    logging.getLogger("spxflow.retry").warning(
+        "retry_failed=true: %d source(s) with failed cutouts will retry them: %s",
+        len(retried),
+        ", ".join(retried[:20]) or "none",
+    )
+    return retried
+
+
+def _carry_over(config, source, target, index_path, measurements_path):
+    """(entries, measurement rows) of images fetched and measured in the previous run, when
+    this run would measure them identically; empty when anything differs."""
+    prev_path = retry_index_path(index_path)
+    if not (os.path.exists(prev_path) and os.path.exists(measurements_path)):
+        return {}, {}
+    prev = read_json(prev_path)
+    if (
+        prev.get("backend") != config["archive"]["backend"]
+        or prev.get("cutout_size_arcsec") != target["cutout_size_arcsec"]
+    ):
+        return {}, {}
+    _, config_hash = _settings_and_hash(config)
+    old = pd.read_parquet(measurements_path)
+    from spxflow.photometry import PHOTOMETRY_VERSION
+
+    rows = {}
+    for r in old.to_dict(orient="records"):
+        expected = measurement_id(
+            source, r["image_id"], target["cutout_size_arcsec"], config_hash, PHOTOMETRY_VERSION
+        )
+        # Rows of images whose fetch failed are not carried: their index entry is not "ok".
+        if r["measurement_id"] == expected:
+            rows[r["image_id"]] = r
+    entries = {
+        e["image_id"]: e for e in prev["images"] if e["status"] == "ok" and e["image_id"] in rows
+    }
+    return entries, {k: rows[k] for k in entries}
+
+
 # --- calibration ---------------------------------------------------------------------------
 def fetch_calibration(config: dict, family: str, detector: int, out_path: str) -> None:
     archive = make_archive(config)
@@ -126,7 +180,18 @@ def fetch_source_cutouts(
     table = pd.read_parquet(discovery_path)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     archive = make_archive(config)
-    rows = table.to_dict(orient="records")
+    carried, carried_rows = _carry_over(
+        config, source, target, index_path, f"results/measurements/{source}.parquet"
+    )
+    all_rows = table.to_dict(orient="records")
+    rows = [r for r in all_rows if str(r["obs_publisher_did"]) not in carried]
+    if carried:
+        log.info(
+            "source %s: retrying %d image(s); %d measured earlier are carried over",
+            source,
+            len(rows),
+            len(carried),
+        )
     # Live-cutout disk bound (max_live_cutout_gb): wait until this source's cutouts fit.
     budget = CutoutDiskBudget.from_config(config, os.path.dirname(os.path.normpath(out_dir)))
     need = estimate_cutout_bytes(len(rows), target["cutout_size_arcsec"])
@@ -134,14 +199,21 @@ def fetch_source_cutouts(
         results = archive.fetch_cutouts(
             rows, target["ra_deg"], target["dec_deg"], target["cutout_size_arcsec"], Path(out_dir)
         )
-    images = []
+    fetched = {}
     for res in results:
         entry = res.to_dict()
         entry["path"] = os.path.basename(res.path) if res.path else None
         # Injected truth (simulated files only) is copied for the accuracy rule; the
         # photometry never sees it.
         entry["truth"] = truth_from_cutout(res.path) if res.status == "ok" else None
-        images.append(entry)
+        fetched[entry["image_id"]] = entry
+    images = []
+    for r in all_rows:
+        did = str(r["obs_publisher_did"])
+        if did in carried:
+            images.append({**carried[did], "path": None, "carried": True})
+        else:
+            images.append(fetched[did])
     n_ok = sum(e["status"] == "ok" for e in images)
     index = {
         "source": source,
@@ -151,8 +223,13 @@ def fetch_source_cutouts(
         "n_ok": n_ok,
         "n_failed": len(images) - n_ok,
         "images": images,
+        "carried_measurements": _json_records(pd.DataFrame(list(carried_rows.values())))
+        if carried_rows
+        else [],
     }
     write_json_atomic(index_path, index)
+    if os.path.exists(retry_index_path(index_path)):
+        os.unlink(retry_index_path(index_path))
     for e in images:
         if e["status"] != "ok":
             log.warning(
@@ -235,7 +312,7 @@ def measure_source(config, source, target, neighbours, inputs, outputs, threads=
     settings, config_hash = _settings_and_hash(config)
     calibration = _calibration(list(inputs.calibration), source)
     index = read_json(inputs.index)
-    ok = [e for e in index["images"] if e["status"] == "ok"]
+    ok = [e for e in index["images"] if e["status"] == "ok" and not e.get("carried")]
     failed = [e for e in index["images"] if e["status"] != "ok"]
     paths = [os.path.join(inputs.cutouts, e["file_name"]) for e in ok]
     nbrs = [tuple(n) for n in neighbours]
@@ -254,6 +331,8 @@ def measure_source(config, source, target, neighbours, inputs, outputs, threads=
         )
     if failed:
         parts.append(_failure_rows(failed, target))
+    if index.get("carried_measurements"):
+        parts.append(pd.DataFrame(index["carried_measurements"]))
     df = pd.concat(parts, ignore_index=True) if parts else empty_measurements()
     image_ids = {e["file_name"]: e["image_id"] for e in index["images"]}
     df["image_id"] = df["file_name"].map(image_ids).fillna(df.get("image_id", ""))

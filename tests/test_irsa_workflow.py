@@ -137,3 +137,31 @@ def test_emulator_saw_no_duplicates_and_the_host_limit(runs):
     assert sum(stats["faults"].values()) > 10
     assert stats["max_concurrent"]["cutout"] <= 2
     assert stats["max_concurrent"]["total"] <= 2
+
+
+def test_retry_failed_fetches_only_the_failed_cutout(runs):
+    """After the outage: `retry_failed=true` re-fetches just the failed image, carries the
+    other measurements over, and the spectra then equal the simulated backend's in full."""
+    sim_ws, irsa_ws, _ = runs
+    first, second = sources(irsa_ws)
+    untouched = (irsa_ws / f"results/spectra/{second}.csv").stat().st_mtime_ns
+    cfg_path = irsa_ws / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    with running_emulator(cfg["archive"], {"seed": 1, "rules": []}) as url:
+        cfg["archive"]["irsa"]["base_url_override"] = url
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        snakemake(irsa_ws, *CONFIG, "retry_failed=true")
+        stats = get_stats(url)
+    assert stats["status"]["cutout"]["200"] == 1  # only the image that failed before
+    index = json.loads((irsa_ws / f"results/cutouts/{first}.json").read_text())
+    assert index["n_failed"] == 0
+    assert sum(bool(e.get("carried")) for e in index["images"]) == index["n_images"] - 1
+    assert (irsa_ws / f"results/spectra/{second}.csv").stat().st_mtime_ns == untouched
+    for s in (first, second):
+        a = pd.read_csv(sim_ws / f"results/spectra/{s}.csv").set_index("image_id").sort_index()
+        b = pd.read_csv(irsa_ws / f"results/spectra/{s}.csv").set_index("image_id").sort_index()
+        assert list(a.index) == list(b.index)
+        np.testing.assert_allclose(b["flux_uJy"], a["flux_uJy"], rtol=1e-9, equal_nan=True)
+        assert b["measurement_id"].tolist() == a["measurement_id"].tolist()
+    # Nothing left to retry: a second retry run does nothing.
+    assert not list(irsa_ws.glob("results/cutouts/*.retry.json"))

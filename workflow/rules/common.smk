@@ -10,7 +10,7 @@ from spxflow.format import CALIBRATION_FAMILIES, DETECTORS, calibration_file_nam
 from spxflow.identity import archive_science_config
 from spxflow.photometry import PHOTOMETRY_VERSION, PhotometrySettings
 from spxflow.slug import SLUG_REGEX
-from spxflow.stages import refresh_discovery
+from spxflow.stages import prepare_retry, refresh_discovery
 
 
 with open(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")) as _fh:
@@ -40,6 +40,10 @@ CALIBRATION_FILES = [
 ]
 IS_SIMULATED = config["archive"]["backend"] == "simulated"
 
+if config.get("retry_failed"):
+    # Before the DAG is built, so that exactly the sources with failed cutouts re-run.
+    prepare_retry(SOURCES, "results/cutouts")
+
 if config.get("update"):
     # Re-query now so that the DAG below sees exactly the discovery tables that changed.
     refresh_discovery(config, CATALOG, "results/discovery")
@@ -53,9 +57,11 @@ wildcard_constraints:
 
 def get_final_outputs():
     # Every user-facing product is requested, not just the manifest: Snakemake re-creates a
-    # missing output only if something asks for it.
+    # missing output only if something asks for it (the cutout index too: retry_failed
+    # sets it aside to make the source's cutouts job run again).
     outputs = expand(
         [
+            "results/cutouts/{source}.json",
             "results/spectra/{source}.csv",
             "results/provenance/{source}_provenance.json",
             "results/provenance/{source}_measurement_index.json",
