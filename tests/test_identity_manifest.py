@@ -22,8 +22,12 @@ def test_measurement_id_depends_only_on_science_inputs():
 
 def test_archive_science_config_ignores_runtime_knobs():
     a = {"archive": {"backend": "irsa", "irsa": {"collections": ["c"], "timeout_s": 5}}}
-    b = {"archive": {"backend": "irsa", "irsa": {"collections": ["c"], "timeout_s": 99,
-                                                 "max_concurrent_per_host": 1}}}
+    b = {
+        "archive": {
+            "backend": "irsa",
+            "irsa": {"collections": ["c"], "timeout_s": 99, "max_concurrent_per_host": 1},
+        }
+    }
     assert archive_science_config(a) == archive_science_config(b)
     c = {"archive": {"backend": "simulated", "simulated": {"seed": 1, "gzip": True}}}
     assert archive_science_config(c) == {"backend": "simulated", "seed": 1}
@@ -35,15 +39,30 @@ def test_manifest_detects_missing_tampered_and_recorded_problems(tmp_path):
     f1.write_text("x\n1\n")
     f2.write_bytes(b"png")
     m = tmp_path / "m.json"
-    write_manifest(m, source="s", files=[str(f1), str(f2)], measurement_ids=["1"],
-                   rows_sha256="r", config_hash="c", code_version="v")
+    write_manifest(
+        m,
+        source="s",
+        files=[str(f1), str(f2)],
+        measurement_ids=["1"],
+        rows_sha256="r",
+        config_hash="c",
+        code_version="v",
+    )
     assert verify_manifest(m, root=tmp_path) == []
     f1.write_text("x\n2\n")
     f2.unlink()
     status = {p["path"]: p["status"] for p in verify_manifest(m, root=tmp_path)}
     assert status == {"a.csv": "tampered", "b.png": "missing"}
-    write_manifest(m, source="s", files=[str(f1)], measurement_ids=[], rows_sha256="r",
-                   config_hash="c", code_version="v", problems=["sed plot failed: boom"])
+    write_manifest(
+        m,
+        source="s",
+        files=[str(f1)],
+        measurement_ids=[],
+        rows_sha256="r",
+        config_hash="c",
+        code_version="v",
+        problems=["sed plot failed: boom"],
+    )
     assert [p["status"] for p in verify_manifest(m, root=tmp_path)] == ["incomplete"]
 
 

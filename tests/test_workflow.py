@@ -159,8 +159,9 @@ def test_check_verifies_and_detects_tampering(done):
 def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
     ws = make_workspace(tmp_path / "killed", tiny_catalog())
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--scheduler", "greedy", *CONFIG]
-    proc = subprocess.Popen(cmd, cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not list((ws / "results").glob("measurements/*.parquet")):
         time.sleep(0.2)
@@ -203,7 +204,7 @@ def test_hostile_names_are_slugged_into_the_project_folders(tmp_path):
     demo = tiny_catalog().head(1)
     rows = pd.DataFrame(
         {
-            "Name": ["../../escape", "$(touch pwned)", "quote's \"x\""],
+            "Name": ["../../escape", "$(touch pwned)", 'quote\'s "x"'],
             "RA_deg": [demo.RA_deg[0]] * 3,
             "DEC_deg": [demo.DEC_deg[0] + d for d in (0.0, 0.05, 0.1)],
         }

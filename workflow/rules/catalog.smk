@@ -3,16 +3,16 @@ rule validate_catalog:
         config["catalog"],
     output:
         "results/catalog/catalog.csv",
-    params:
-        options=config["catalog_options"],
-        default_size=config["cutout_size_arcsec"],
     log:
         "logs/validate_catalog.log",
     benchmark:
         "logs/benchmarks/validate_catalog.tsv"
+    retries: 1
     resources:
         mem_mb=mem_mb_scaled(1000),
         runtime=runtime_scaled(10),
-    retries: 1
+    params:
+        options=config["catalog_options"],
+        default_size=config["cutout_size_arcsec"],
     script:
         "../../scripts/validate_catalog.py"

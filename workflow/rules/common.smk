@@ -12,7 +12,6 @@ from spxflow.photometry import PHOTOMETRY_VERSION, PhotometrySettings
 from spxflow.slug import SLUG_REGEX
 from spxflow.stages import prepare_retry, refresh_discovery
 
-
 with open(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")) as _fh:
     coerce_cli_strings(config, yaml.safe_load(_fh))
 validate(config, "../schemas/config.schema.yaml")
@@ -32,7 +31,9 @@ TARGETS = {
 }
 NEIGHBOURS = neighbour_lists(CATALOG, CATALOG_SETTINGS.neighbour_radius_arcsec)
 ARCHIVE_SCIENCE = archive_science_config(config)
-PHOTOMETRY_SCIENCE = PhotometrySettings.from_config(config.get("photometry", {})).science_dict()
+PHOTOMETRY_SCIENCE = PhotometrySettings.from_config(
+    config.get("photometry", {})
+).science_dict()
 CALIBRATION_FILES = [
     f"resources/calibration/{calibration_file_name(family, det)}"
     for family in CALIBRATION_FAMILIES
@@ -75,7 +76,9 @@ def get_final_outputs():
     if IS_SIMULATED:
         outputs.append("results/validation/accuracy.csv")
     if config["qa_level"] == "full":
-        outputs += expand("results/qa/{source}/{source}_qa_manifest.json", source=SOURCES)
+        outputs += expand(
+            "results/qa/{source}/{source}_qa_manifest.json", source=SOURCES
+        )
     return outputs
 
 

@@ -27,6 +27,16 @@ rule source_products:
             labels={"source": "{source}", "figure": "QA summary"},
         ),
         manifest="results/provenance/{source}_output_manifest.json",
+    log:
+        "logs/source_products/{source}.log",
+    benchmark:
+        "logs/benchmarks/source_products/{source}.tsv"
+    retries: 1
+    group:
+        "per_source"
+    resources:
+        mem_mb=mem_mb_scaled(1000),
+        runtime=runtime_scaled(10),
     params:
         target=get_target,
         neighbours=get_neighbours,
@@ -34,15 +44,5 @@ rule source_products:
         photometry_version=PHOTOMETRY_VERSION,
         archive=ARCHIVE_SCIENCE,
         plots=config["plots"],
-    log:
-        "logs/source_products/{source}.log",
-    benchmark:
-        "logs/benchmarks/source_products/{source}.tsv"
-    group:
-        "per_source"
-    resources:
-        mem_mb=mem_mb_scaled(1000),
-        runtime=runtime_scaled(10),
-    retries: 1
     script:
         "../../scripts/source_products.py"

@@ -5,19 +5,19 @@ rule qa_full:
     output:
         pngs=directory("results/qa/{source}/measurements"),
         manifest="results/qa/{source}/{source}_qa_manifest.json",
+    log:
+        "logs/qa_full/{source}.log",
+    benchmark:
+        "logs/benchmarks/qa_full/{source}.tsv"
+    retries: 1
+    threads: 2
+    resources:
+        mem_mb=mem_mb_scaled(2000),
+        runtime=runtime_scaled(30),
     params:
         target=get_target,
         neighbours=get_neighbours,
         photometry=PHOTOMETRY_SCIENCE,
         cutout_dir="data/cutouts/{source}",
-    log:
-        "logs/qa_full/{source}.log",
-    benchmark:
-        "logs/benchmarks/qa_full/{source}.tsv"
-    threads: 2
-    resources:
-        mem_mb=mem_mb_scaled(2000),
-        runtime=runtime_scaled(30),
-    retries: 1
     script:
         "../../scripts/qa_full.py"

@@ -15,10 +15,10 @@ rule summary:
         "logs/summary.log",
     benchmark:
         "logs/benchmarks/summary.tsv"
+    retries: 1
     resources:
         mem_mb=mem_mb_scaled(4000),
         runtime=runtime_scaled(30),
-    retries: 1
     script:
         "../../scripts/summary.py"
 
@@ -38,10 +38,10 @@ rule accuracy:
         "logs/accuracy.log",
     benchmark:
         "logs/benchmarks/accuracy.tsv"
+    retries: 1
     resources:
         mem_mb=mem_mb_scaled(4000),
         runtime=runtime_scaled(30),
-    retries: 1
     script:
         "../../scripts/accuracy.py"
 
