@@ -12,5 +12,7 @@ rule calibration:
         runtime=runtime_scaled(20),
     params:
         archive=ARCHIVE_SCIENCE,
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/calibration.py"

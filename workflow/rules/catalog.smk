@@ -14,5 +14,7 @@ rule validate_catalog:
     params:
         options=config["catalog_options"],
         default_size=config["cutout_size_arcsec"],
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/validate_catalog.py"

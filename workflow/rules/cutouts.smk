@@ -21,5 +21,7 @@ rule cutouts:
     params:
         target=get_target,
         archive=ARCHIVE_SCIENCE,
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/cutouts.py"

@@ -14,5 +14,7 @@ rule discovery:
     params:
         target=get_target,
         archive=ARCHIVE_SCIENCE,
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/discovery.py"

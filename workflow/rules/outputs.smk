@@ -44,5 +44,7 @@ rule source_products:
         photometry_version=PHOTOMETRY_VERSION,
         archive=ARCHIVE_SCIENCE,
         plots=config["plots"],
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/source_products.py"

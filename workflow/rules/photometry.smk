@@ -22,5 +22,7 @@ rule photometry:
         neighbours=get_neighbours,
         photometry=PHOTOMETRY_SCIENCE,
         photometry_version=PHOTOMETRY_VERSION,
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/photometry.py"

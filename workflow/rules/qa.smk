@@ -19,5 +19,7 @@ rule qa_full:
         neighbours=get_neighbours,
         photometry=PHOTOMETRY_SCIENCE,
         cutout_dir="data/cutouts/{source}",
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/qa_full.py"

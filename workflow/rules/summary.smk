@@ -19,6 +19,8 @@ rule summary:
     resources:
         mem_mb=mem_mb_scaled(4000),
         runtime=runtime_scaled(30),
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/summary.py"
 
@@ -42,6 +44,8 @@ rule accuracy:
     resources:
         mem_mb=mem_mb_scaled(4000),
         runtime=runtime_scaled(30),
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/accuracy.py"
 
@@ -58,5 +62,7 @@ rule check:
     resources:
         mem_mb=mem_mb_scaled(2000),
         runtime=runtime_scaled(30),
+    conda:
+        "../../envs/spxflow.yaml"
     script:
         "../../scripts/check.py"
