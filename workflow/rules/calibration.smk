@@ -7,12 +7,12 @@ rule calibration:
     benchmark:
         "logs/benchmarks/calibration/{family}_D{detector}_{token}.tsv"
     retries: 2
+    conda:
+        "../../envs/spxflow.yaml"
     resources:
         mem_mb=mem_mb_scaled(2000),
         runtime=runtime_scaled(20),
     params:
         archive=ARCHIVE_SCIENCE,
-    conda:
-        "../../envs/spxflow.yaml"
     script:
         "../../scripts/calibration.py"

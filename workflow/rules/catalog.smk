@@ -8,13 +8,13 @@ rule validate_catalog:
     benchmark:
         "logs/benchmarks/validate_catalog.tsv"
     retries: 1
+    conda:
+        "../../envs/spxflow.yaml"
     resources:
         mem_mb=mem_mb_scaled(1000),
         runtime=runtime_scaled(10),
     params:
         options=config["catalog_options"],
         default_size=config["cutout_size_arcsec"],
-    conda:
-        "../../envs/spxflow.yaml"
     script:
         "../../scripts/validate_catalog.py"

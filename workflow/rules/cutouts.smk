@@ -15,13 +15,13 @@ rule cutouts:
     retries: 2
     group:
         "per_source"
+    conda:
+        "../../envs/spxflow.yaml"
     resources:
         mem_mb=mem_mb_scaled(1000),
         runtime=runtime_scaled(30),
     params:
         target=get_target,
         archive=ARCHIVE_SCIENCE,
-    conda:
-        "../../envs/spxflow.yaml"
     script:
         "../../scripts/cutouts.py"

@@ -34,6 +34,8 @@ rule source_products:
     retries: 1
     group:
         "per_source"
+    conda:
+        "../../envs/spxflow.yaml"
     resources:
         mem_mb=mem_mb_scaled(1000),
         runtime=runtime_scaled(10),
@@ -44,7 +46,5 @@ rule source_products:
         photometry_version=PHOTOMETRY_VERSION,
         archive=ARCHIVE_SCIENCE,
         plots=config["plots"],
-    conda:
-        "../../envs/spxflow.yaml"
     script:
         "../../scripts/source_products.py"

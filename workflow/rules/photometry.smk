@@ -13,6 +13,8 @@ rule photometry:
     retries: 2
     group:
         "per_source"
+    conda:
+        "../../envs/spxflow.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb_scaled(2000),
@@ -22,7 +24,5 @@ rule photometry:
         neighbours=get_neighbours,
         photometry=PHOTOMETRY_SCIENCE,
         photometry_version=PHOTOMETRY_VERSION,
-    conda:
-        "../../envs/spxflow.yaml"
     script:
         "../../scripts/photometry.py"

@@ -10,6 +10,8 @@ rule qa_full:
     benchmark:
         "logs/benchmarks/qa_full/{source}.tsv"
     retries: 1
+    conda:
+        "../../envs/spxflow.yaml"
     threads: 2
     resources:
         mem_mb=mem_mb_scaled(2000),
@@ -19,7 +21,5 @@ rule qa_full:
         neighbours=get_neighbours,
         photometry=PHOTOMETRY_SCIENCE,
         cutout_dir="data/cutouts/{source}",
-    conda:
-        "../../envs/spxflow.yaml"
     script:
         "../../scripts/qa_full.py"

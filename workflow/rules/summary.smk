@@ -16,11 +16,11 @@ rule summary:
     benchmark:
         "logs/benchmarks/summary.tsv"
     retries: 1
+    conda:
+        "../../envs/spxflow.yaml"
     resources:
         mem_mb=mem_mb_scaled(4000),
         runtime=runtime_scaled(30),
-    conda:
-        "../../envs/spxflow.yaml"
     script:
         "../../scripts/summary.py"
 
@@ -41,11 +41,11 @@ rule accuracy:
     benchmark:
         "logs/benchmarks/accuracy.tsv"
     retries: 1
+    conda:
+        "../../envs/spxflow.yaml"
     resources:
         mem_mb=mem_mb_scaled(4000),
         runtime=runtime_scaled(30),
-    conda:
-        "../../envs/spxflow.yaml"
     script:
         "../../scripts/accuracy.py"
 
@@ -59,10 +59,10 @@ rule check:
         "logs/check.log",
     benchmark:
         "logs/benchmarks/check.tsv"
+    conda:
+        "../../envs/spxflow.yaml"
     resources:
         mem_mb=mem_mb_scaled(2000),
         runtime=runtime_scaled(30),
-    conda:
-        "../../envs/spxflow.yaml"
     script:
         "../../scripts/check.py"
