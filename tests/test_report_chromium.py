@@ -1,10 +1,9 @@
 """The Snakemake report opens in a real browser without console errors.
 
 ``check_report_in_chromium`` (tests/chromium_report.py) drives headless Chromium over the
-DevTools protocol. The ``report_html`` fixture below is a stand-in — a small static page that
-embeds a PNG — until the lead replaces it with one that builds the demo workflow's report
-(``snakemake --report report.html``); ``test_report_opens_without_console_errors`` then checks
-the real report. The other tests prove the detector can fail.
+DevTools protocol. These tests prove the checker on small static pages: a clean page passes,
+and console errors, exceptions and missing resources are caught. The real workflow report
+(``snakemake --report``) is checked with it in tests/test_workflow.py.
 """
 
 from __future__ import annotations
@@ -47,14 +46,8 @@ def static_page(tmp_path: Path, body_extra: str = "", name: str = "report.html")
     return page
 
 
-@pytest.fixture
-def report_html(tmp_path) -> Path:
-    """Path of the report to check. Stand-in: a clean static page (see module docstring)."""
-    return static_page(tmp_path)
-
-
-def test_report_opens_without_console_errors(report_html):
-    result = check_report_in_chromium(report_html)
+def test_clean_page_passes(tmp_path):
+    result = check_report_in_chromium(static_page(tmp_path))
     assert result["console_errors"] == [], result["console_errors"]
     assert "<img" in result["dom"] and "</html>" in result["dom"]
     shot = result["screenshot"]

@@ -86,6 +86,19 @@ def test_complete_run_plans_nothing(done):
     assert planned_jobs(done, *CONFIG) == []
 
 
+def test_report_builds_and_opens_in_chromium(done):
+    from tests.chromium_report import CHROMIUM, check_report_in_chromium
+
+    snakemake(done, "--report", "report.html", *CONFIG)
+    html = (done / "report.html").read_text(errors="replace")
+    assert "Sources" in html and "sed.png" in html and "qa_summary.png" in html
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} not installed (Debian: apt-get install -y chromium)")
+    result = check_report_in_chromium(done / "report.html")
+    assert result["console_errors"] == [], result["console_errors"]
+    assert result["screenshot"].stat().st_size > 5000
+
+
 def test_deleting_one_spectrum_reruns_only_that_sources_products(done):
     s = sources(done)[0]
     (done / f"results/spectra/{s}.csv").unlink()
