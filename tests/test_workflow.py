@@ -96,6 +96,9 @@ def test_report_builds_and_opens_in_chromium(done):
         pytest.skip(f"{CHROMIUM} not installed (Debian: apt-get install -y chromium)")
     result = check_report_in_chromium(done / "report.html")
     assert result["console_errors"] == [], result["console_errors"]
+    # The rendered page lists the per-source categories and the summary tables.
+    for text in ("Sources", "Summary", *sources(done)):
+        assert text in result["dom"], text
     assert result["screenshot"].stat().st_size > 5000
 
 

@@ -94,6 +94,10 @@ class Archive(abc.ABC):
     def fetch_calibration(self, family: str, detector: int, dest: Path) -> CalibrationFile:
         """Write calibration product ``family`` for ``detector`` to ``dest`` (atomically)."""
 
+    def truth_sed(self, ra: float, dec: float, wavelength_um, *, bandwidth_um=None):
+        """Injected SED [µJy] at ``wavelength_um`` of a simulated source; None for real data."""
+        return None
+
 
 def normalise_discovery(df: pd.DataFrame) -> pd.DataFrame:
     """Same columns, order and row order for every backend; raises naming missing columns."""
