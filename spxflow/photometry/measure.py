@@ -170,20 +170,25 @@ def _identity(path: str) -> dict:
     return {"file_name": name, "obs_id": obsid, "detector": det}
 
 
+def _cutout_row(cutout: Cutout) -> dict:
+    """Identity, time and position columns known once a cutout has been read."""
+    row = _identity(cutout.path)
+    row.update(
+        obs_id=cutout.obs_id or row["obs_id"],
+        detector=cutout.detector,
+        mjd=cutout.mjd,
+        exptime_s=cutout.exptime_s,
+        x_cutout=cutout.x,
+        y_cutout=cutout.y,
+        x_parent=cutout.x_parent,
+        y_parent=cutout.y_parent,
+        psf_plane=cutout.plane,
+    )
+    return row
+
+
 def _failed_row(path: str, flag: str, reason: str, cutout: Cutout | None = None) -> dict:
-    row = _identity(path)
-    if cutout is not None:
-        row.update(
-            obs_id=cutout.obs_id or row["obs_id"],
-            detector=cutout.detector,
-            mjd=cutout.mjd,
-            exptime_s=cutout.exptime_s,
-            x_cutout=cutout.x,
-            y_cutout=cutout.y,
-            x_parent=cutout.x_parent,
-            y_parent=cutout.y_parent,
-            psf_plane=cutout.plane,
-        )
+    row = _identity(path) if cutout is None else _cutout_row(cutout)
     row.update(
         result_flags=bit(flag),
         detection_status="failed",
@@ -201,20 +206,11 @@ def _row(p: Prepared, res: dict, settings: PhotometrySettings, calibration) -> d
     S = res["S"]
     status = res["status"]
     flags = p.flags
-    row = _identity(c.path)
+    row = _cutout_row(c)
     row.update(
-        obs_id=c.obs_id or row["obs_id"],
-        detector=c.detector,
-        x_cutout=c.x,
-        y_cutout=c.y,
-        x_parent=c.x_parent,
-        y_parent=c.y_parent,
-        psf_plane=c.plane,
         wavelength_um=res["wave"],
         bandwidth_um=res["band"],
         wavelength_source=p.wavelength_source,
-        mjd=c.mjd,
-        exptime_s=c.exptime_s,
         n_pix=res["nused"],
         masked_frac=1.0 - res["nused"] / p.n_window,
         psf_masked_frac=res["psf_masked"],
