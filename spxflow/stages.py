@@ -10,7 +10,9 @@ import glob
 import logging
 import os
 import platform
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -65,9 +67,11 @@ def discover_source(config: dict, source: str, target: dict, out_path: str) -> N
     log.info("source %s: %d Level-2 images cover the position", source, len(table))
 
 
-def refresh_discovery(config: dict, catalog: pd.DataFrame, out_dir: str) -> list[str]:
-    """``update=true``: re-query every source that already has a discovery table and rewrite
-    only the tables whose content changed, so only those sources re-run downstream."""
+def refresh_discovery(config: dict, catalog: pd.DataFrame, results_dir: str = "results") -> list:
+    """``update=true``: re-query every source that already has a discovery table (in bulk
+    where the backend can) and set aside the outputs of those whose image list changed, so
+    that exactly they re-run; images measured before are carried over, new ones fetched."""
+    out_dir = os.path.join(results_dir, "discovery")
     existing = [
         (row.source, float(row.ra_deg), float(row.dec_deg))
         for row in catalog.itertuples(index=False)
@@ -79,11 +83,9 @@ def refresh_discovery(config: dict, catalog: pd.DataFrame, out_dir: str) -> list
     tables = archive.discover_many(existing, _radius(config))
     changed = []
     for source, _, _ in existing:
-        path = os.path.join(out_dir, f"{source}.parquet")
-        new = normalise_discovery(tables[source])
-        old = pd.read_parquet(path)
-        if not _same_images(old, new):
-            write_parquet_atomic(path, new)
+        old = pd.read_parquet(os.path.join(out_dir, f"{source}.parquet"))
+        if not _same_images(old, normalise_discovery(tables[source])):
+            _set_aside(source, results_dir)
             changed.append(source)
     logging.getLogger("spxflow.update").warning(
         "update=true: re-queried %d sources; image lists changed for %d: %s",
@@ -101,21 +103,34 @@ def _same_images(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     )
 
 
-def retry_index_path(index_path: str) -> str:
-    return index_path[: -len(".json")] + ".retry.json"
+def _retry_paths(source: str, results_dir: str = "results") -> dict[str, tuple[str, str]]:
+    """The outputs a retry sets aside: name -> (path, set-aside path)."""
+    index = os.path.join(results_dir, "cutouts", f"{source}.json")
+    meas = os.path.join(results_dir, "measurements", f"{source}.parquet")
+    return {
+        "index": (index, index[: -len(".json")] + ".retry.json"),
+        "measurements": (meas, meas[: -len(".parquet")] + ".retry.parquet"),
+    }
 
 
-def prepare_retry(sources: list[str], index_dir: str) -> list[str]:
-    """``retry_failed=true``: set aside the cutout index of every source with failed cutouts,
-    so that Snakemake re-runs that source's cutouts job; ``fetch_source_cutouts`` then fetches
-    only the failed images and carries the others' measurements over."""
+def _set_aside(source: str, results_dir: str = "results") -> None:
+    # The cutout index is requested by `rule all`, so its absence makes the source's measure
+    # job run; the measurements are kept aside because Snakemake deletes a job's outputs
+    # before running it.
+    for path, aside in _retry_paths(source, results_dir).values():
+        if os.path.exists(path):
+            os.replace(path, aside)
+
+
+def prepare_retry(sources: list[str], results_dir: str = "results") -> list[str]:
+    """``retry_failed=true``: set aside the outputs of every source with failed cutouts, so
+    that Snakemake re-runs that source's measure job; it then fetches only the failed images
+    and carries the others' measurements over."""
     retried = []
     for source in sources:
-        path = os.path.join(index_dir, f"{source}.json")
-        if not os.path.exists(path):
-            continue
-        if read_json(path).get("n_failed", 0):
-            os.replace(path, retry_index_path(path))
+        path = _retry_paths(source, results_dir)["index"][0]
+        if os.path.exists(path) and read_json(path).get("n_failed", 0):
+            _set_aside(source, results_dir)
             retried.append(source)
     logging.getLogger("spxflow.retry").warning(
         "retry_failed=true: %d source(s) with failed cutouts will retry them: %s",
@@ -125,10 +140,12 @@ def prepare_retry(sources: list[str], index_dir: str) -> list[str]:
     return retried
 
 
-def _carry_over(config, source, target, index_path, measurements_path):
+def _carry_over(config, source, target, index_path):
     """(entries, measurement rows) of images fetched and measured in the previous run, when
     this run would measure them identically; empty when anything differs."""
-    prev_path = retry_index_path(index_path)
+    results_dir = os.path.dirname(os.path.dirname(os.path.abspath(index_path)))
+    paths = _retry_paths(source, results_dir)
+    prev_path, measurements_path = paths["index"][1], paths["measurements"][1]
     if not (os.path.exists(prev_path) and os.path.exists(measurements_path)):
         return {}, {}
     prev = read_json(prev_path)
@@ -180,9 +197,7 @@ def fetch_source_cutouts(
     table = pd.read_parquet(discovery_path)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     archive = make_archive(config)
-    carried, carried_rows = _carry_over(
-        config, source, target, index_path, f"results/measurements/{source}.parquet"
-    )
+    carried, carried_rows = _carry_over(config, source, target, index_path)
     all_rows = table.to_dict(orient="records")
     rows = [r for r in all_rows if str(r["obs_publisher_did"]) not in carried]
     if carried:
@@ -228,8 +243,6 @@ def fetch_source_cutouts(
         else [],
     }
     write_json_atomic(index_path, index)
-    if os.path.exists(retry_index_path(index_path)):
-        os.unlink(retry_index_path(index_path))
     for e in images:
         if e["status"] != "ok":
             log.warning(
@@ -359,6 +372,37 @@ def measure_source(config, source, target, neighbours, inputs, outputs, threads=
         int(df["science_recommended"].sum()),
         int((df["detection_status"] == "failed").sum()),
     )
+
+
+def process_source(config, source, target, neighbours, calibration, outputs, threads=1):
+    """Discovery, cutouts and photometry of one source in one job.
+
+    One job per source instead of three keeps the DAG small (Snakemake costs ~3 ms per job
+    at 10,000 sources) and needs no directory output: the cutouts live in
+    ``data/cutouts/{source}/`` only while this job runs, unless ``cleanup: never`` keeps them
+    (a later run then reuses the ones that are still valid for the same request).
+    """
+    cutout_dir = os.path.join("data", "cutouts", source)
+    _reset_cutout_dir(cutout_dir, target)
+    discover_source(config, source, target, outputs.discovery)
+    fetch_source_cutouts(config, source, target, outputs.discovery, cutout_dir, outputs.index)
+    inputs = SimpleNamespace(calibration=list(calibration), index=outputs.index, cutouts=cutout_dir)
+    measure_source(config, source, target, neighbours, inputs, outputs, threads=threads)
+    for _, aside in _retry_paths(source).values():
+        if os.path.exists(aside):
+            os.unlink(aside)
+    if config["cleanup"] == "success-after-source":
+        shutil.rmtree(cutout_dir, ignore_errors=True)
+        log.info("source %s: cutouts deleted (cleanup=success-after-source)", source)
+
+
+def _reset_cutout_dir(cutout_dir: str, target: dict) -> None:
+    """Keep kept cutouts only if they were cut for the same position and size."""
+    marker = os.path.join(cutout_dir, ".request.json")
+    request = {k: target[k] for k in ("ra_deg", "dec_deg", "cutout_size_arcsec")}
+    if os.path.isdir(cutout_dir) and (not os.path.exists(marker) or read_json(marker) != request):
+        shutil.rmtree(cutout_dir)
+    write_json_atomic(marker, request)
 
 
 def write_source_products(config, source, target, neighbours, inputs, outputs) -> None:

@@ -177,15 +177,15 @@ def test_workflow_run_with_a_small_bound_never_exceeds_it(tmp_path, capsys):
             "catalog=catalog.csv",
             f"max_live_cutout_gb={bound_gb:.6f}",
             "--until",
-            "photometry",
+            "measure",
         )
     assert sampler.peak <= bound_gb * 1e9, (sampler.peak, bound_gb)
     assert sampler.peak >= 0.5 * max(needs)  # the sampler did see cutouts on disk
-    logs = "".join(p.read_text() for p in (ws / "logs" / "cutouts").glob("*.log"))
+    logs = "".join(p.read_text() for p in (ws / "logs" / "measure").glob("*.log"))
     assert "reserved" in logs
     with capsys.disabled():
         print(
             f"\nlive cutouts peak {sampler.peak / 1e6:.0f} MB <= bound {bound_gb * 1e3:.0f} MB "
-            f"({sampler.samples} samples); cutouts jobs that waited: {logs.count('waiting for')}"
+            f"({sampler.samples} samples); measure jobs that waited: {logs.count('waiting for')}"
         )
     assert len(list((ws / "results" / "measurements").glob("*.parquet"))) == 3

@@ -22,7 +22,7 @@ import yaml
 from tests.workflow_helpers import REPO, make_workspace, snakemake
 
 PROFILE = REPO / "profiles" / "slurm" / "config.v8+.yaml"
-PER_SOURCE_RULES = ("discovery", "cutouts", "photometry", "source_products")
+PER_SOURCE_RULES = ("measure", "source_products")
 
 
 def synthetic_catalog(n: int, seed: int = 7) -> pd.DataFrame:
@@ -73,8 +73,8 @@ def test_profile_sets_partition_and_account_in_one_place():
         assert "slurm_partition" not in res and "slurm_account" not in res, rule
         assert "attempt" in str(res["mem_mb"]) and "attempt" in str(res["runtime"]), rule
     assert "cpus_per_task" not in prof["default-resources"]  # would override every rule's threads
-    assert prof["set-resources"]["photometry"]["cpus_per_task"] == "threads"
-    assert prof["set-threads"]["photometry"] <= prof["cores"]
+    assert prof["set-resources"]["measure"]["cpus_per_task"] == "threads"
+    assert prof["set-threads"]["measure"] <= prof["cores"]
     # sacct polling without slurmdbd hangs Snakemake forever (shared/slurm/README.md)
     assert prof["slurm-status-command"] == "squeue"
     assert prof["group-components"]["per_source"] >= 1
@@ -115,10 +115,9 @@ def slurm_cluster(request):
 
 
 @pytest.mark.slurm
-def test_discovery_of_50_sources_is_submitted_as_grouped_slurm_jobs(
-    slurm_cluster, tmp_path, capsys
-):
-    ws = make_workspace(tmp_path / "ws", synthetic_catalog(50))
+def test_measure_of_50_sources_is_submitted_as_grouped_slurm_jobs(slurm_cluster, tmp_path, capsys):
+    # Small cutouts keep 50 sources' discovery + cutouts + photometry quick on a 2-CPU node.
+    ws = make_workspace(tmp_path / "ws", synthetic_catalog(50).assign(cutout_size_arcsec=20.0))
     partition = (
         subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True)
         .stdout.split()[0]
@@ -139,15 +138,15 @@ def test_discovery_of_50_sources_is_submitted_as_grouped_slurm_jobs(
         "--config",
         "catalog=catalog.csv",
         "--until",
-        "discovery",
-        timeout=600,
+        "measure",
+        timeout=900,
     )
     log = proc.stdout + proc.stderr
     ids = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
     with capsys.disabled():
-        print(f"\n50 sources, discovery only: {len(ids)} Slurm jobs ({sorted(ids, key=int)})")
-    assert 1 <= len(ids) <= 10
-    assert len(list((ws / "results" / "discovery").glob("*.parquet"))) == 50
+        print(f"\n50 sources, measure: {len(ids)} Slurm jobs ({sorted(ids, key=int)})")
+    assert 1 <= len(ids) <= 10 + 1  # per-source groups + the calibration group
+    assert len(list((ws / "results" / "measurements").glob("*.parquet"))) == 50
     states = subprocess.run(
         ["squeue", "--states=all", "--noheader", "--format=%i|%T", "-j", ",".join(ids)],
         capture_output=True,

@@ -86,6 +86,34 @@ def test_complete_run_plans_nothing(done):
     assert planned_jobs(done, *CONFIG) == []
 
 
+def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
+    # Runs before the tests below change `done`, which is the uninterrupted reference.
+    ws = make_workspace(tmp_path / "killed", tiny_catalog())
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--scheduler", "greedy", *CONFIG]
+    proc = subprocess.Popen(
+        cmd, cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((ws / "results").glob("measurements/*.parquet")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    snakemake(ws, "--unlock", *CONFIG)
+    snakemake(ws, "--rerun-incomplete", *CONFIG)
+    leftovers = list(ws.rglob("*.part"))
+    assert not leftovers, leftovers
+    ours, reference = result_files(ws), result_files(done)
+    ours.pop("results/check/check_report.json", None)
+    reference.pop("results/check/check_report.json", None)
+    reference = {
+        k: v for k, v in reference.items() if "/measurements/" not in k or k.endswith(".parquet")
+    }
+    ours = {k: v for k, v in ours.items() if k in reference or "/qa/" not in k}
+    assert sorted(ours) == sorted(k for k in reference if not k.endswith("_qa_manifest.json"))
+    for k in ours:
+        assert ours[k] == reference[k], f"{k} differs after kill + rerun"
+
+
 def test_report_builds_and_opens_in_chromium(done):
     from tests.chromium_report import CHROMIUM, check_report_in_chromium
 
@@ -115,7 +143,7 @@ def test_deleting_one_spectrum_reruns_only_that_sources_products(done):
 
 def test_runtime_knobs_rerun_nothing(done):
     assert planned_jobs(done, *CONFIG, "cleanup=never") == []
-    assert planned_jobs(done, *CONFIG, "--set-threads", "photometry=2") == []
+    assert planned_jobs(done, *CONFIG, "--set-threads", "measure=2") == []
     assert planned_jobs(done, "--cores", "1", *CONFIG) == []
 
 
@@ -123,9 +151,11 @@ def test_changing_a_photometry_parameter_reruns_photometry_for_all(done):
     # --config flattens nested values to strings; a config file keeps their types.
     (done / "changed.yaml").write_text("photometry:\n  fit_half_size_px: 5\n")
     jobs = planned_jobs(done, "--configfile", "config/config.yaml", "changed.yaml", *CONFIG)
-    photometry = {w for r, w in jobs if r == "photometry"}
-    assert photometry == {f"source={s}" for s in sources(done)}
-    assert not any(r == "discovery" for r, _ in jobs)
+    measured = {w for r, w in jobs if r == "measure"}
+    assert measured == {f"source={s}" for s in sources(done)}
+    products = {w for r, w in jobs if r == "source_products"}
+    assert products == measured
+    assert not any(r in ("calibration", "validate_catalog") for r, _ in jobs)
 
 
 def test_full_qa_runs_only_qa_jobs_and_reports_cleaned_cutouts(done):
@@ -143,20 +173,34 @@ def test_update_reruns_only_sources_whose_image_list_changed(done):
     s0, s1 = sources(done)
     path = done / f"results/discovery/{s0}.parquet"
     table = pd.read_parquet(path)
-    # Pretend s0 was processed when the archive had one image fewer...
+    new_image = table["obs_publisher_did"].iloc[0]
+    # Pretend s0 was processed when the archive had one image fewer (discovery table, cutout
+    # index and measurements without it)...
     table.iloc[1:].to_parquet(path, index=False)
-    snakemake(done, *CONFIG, "--forcerun", f"results/cutouts/{s0}.json")
-    n_before = len(pd.read_parquet(done / f"results/measurements/{s0}.parquet"))
+    meas_path = done / f"results/measurements/{s0}.parquet"
+    meas = pd.read_parquet(meas_path)
+    meas[meas["image_id"] != new_image].to_parquet(meas_path, index=False)
+    index_path = done / f"results/cutouts/{s0}.json"
+    index = json.loads(index_path.read_text())
+    index["images"] = [e for e in index["images"] if e["image_id"] != new_image]
+    index["n_images"] = len(index["images"])
+    index["n_ok"] = sum(e["status"] == "ok" for e in index["images"])
+    index_path.write_text(json.dumps(index))
+    snakemake(done, *CONFIG)  # the products follow that state
+    n_before = len(pd.read_parquet(meas_path))
     time.sleep(1.1)
-    # ...and the archive has gained it since: only s0 is re-run.
+    # ...and the archive has gained it since: only s0 is re-run, fetching only the new image.
     assert not planned_jobs(done, *CONFIG)
     jobs = planned_jobs(done, *CONFIG, "update=true")
     touched = {w for _, w in jobs if w}
     assert f"source={s0}" in touched and f"source={s1}" not in touched
     snakemake(done, *CONFIG, "update=true")
     assert len(pd.read_parquet(path)) == len(table)
-    n_after = len(pd.read_parquet(done / f"results/measurements/{s0}.parquet"))
-    assert n_after == n_before + 1
+    assert len(pd.read_parquet(meas_path)) == n_before + 1
+    index = json.loads(index_path.read_text())
+    fetched = [e["image_id"] for e in index["images"] if not e.get("carried")]
+    assert fetched == [new_image]
+    assert planned_jobs(done, *CONFIG) == []
 
 
 def test_check_verifies_and_detects_tampering(done):
@@ -170,33 +214,6 @@ def test_check_verifies_and_detects_tampering(done):
     report = json.loads((done / "results/check/check_report.json").read_text())
     assert any(p["status"] == "tampered" and s in p["path"] for p in report["problems"])
     spec.write_bytes(original)
-
-
-def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
-    ws = make_workspace(tmp_path / "killed", tiny_catalog())
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--scheduler", "greedy", *CONFIG]
-    proc = subprocess.Popen(
-        cmd, cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not list((ws / "results").glob("measurements/*.parquet")):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    snakemake(ws, "--unlock", *CONFIG)
-    snakemake(ws, "--rerun-incomplete", *CONFIG)
-    leftovers = list(ws.rglob("*.part"))
-    assert not leftovers, leftovers
-    ours, reference = result_files(ws), result_files(done)
-    ours.pop("results/check/check_report.json", None)
-    reference.pop("results/check/check_report.json", None)
-    reference = {
-        k: v for k, v in reference.items() if "/measurements/" not in k or k.endswith(".parquet")
-    }
-    ours = {k: v for k, v in ours.items() if k in reference or "/qa/" not in k}
-    assert sorted(ours) == sorted(k for k in reference if not k.endswith("_qa_manifest.json"))
-    for k in ours:
-        assert ours[k] == reference[k], f"{k} differs after kill + rerun"
 
 
 @pytest.mark.parametrize(
@@ -227,6 +244,6 @@ def test_hostile_names_are_slugged_into_the_project_folders(tmp_path):
     )
     ws = make_workspace(tmp_path / "ws", rows)
     jobs = planned_jobs(ws, *CONFIG)
-    slugs = {w.split("=", 1)[1] for r, w in jobs if r == "discovery"}
+    slugs = {w.split("=", 1)[1] for r, w in jobs if r == "measure"}
     assert slugs == {"escape", "touch_pwned", "quote_s_x"}
     assert not (tmp_path / "escape").exists() and not (ws / "pwned").exists()

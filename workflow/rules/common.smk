@@ -43,11 +43,12 @@ IS_SIMULATED = config["archive"]["backend"] == "simulated"
 
 if config.get("retry_failed"):
     # Before the DAG is built, so that exactly the sources with failed cutouts re-run.
-    prepare_retry(SOURCES, "results/cutouts")
+    prepare_retry(SOURCES, "results")
 
 if config.get("update"):
-    # Re-query now so that the DAG below sees exactly the discovery tables that changed.
-    refresh_discovery(config, CATALOG, "results/discovery")
+    # Re-query now, before the DAG is built, so that exactly the sources whose image list
+    # changed re-run.
+    refresh_discovery(config, CATALOG, "results")
 
 
 wildcard_constraints:
@@ -58,8 +59,8 @@ wildcard_constraints:
 
 def get_final_outputs():
     # Every user-facing product is requested, not just the manifest: Snakemake re-creates a
-    # missing output only if something asks for it (the cutout index too: retry_failed
-    # sets it aside to make the source's cutouts job run again).
+    # missing output only if something asks for it (the cutout index too: retry_failed and
+    # update set it aside to make the source's measure job run again).
     outputs = expand(
         [
             "results/cutouts/{source}.json",
@@ -88,28 +89,6 @@ def get_target(wildcards):
 
 def get_neighbours(wildcards):
     return NEIGHBOURS[wildcards.source]
-
-
-def cutout_dir(wildcards=None):
-    return "data/cutouts/{source}"
-
-
-def cutouts_output():
-    if config["cleanup"] == "success-after-source":
-        return temp(directory("data/cutouts/{source}"))
-    return directory("data/cutouts/{source}")
-
-
-def get_qa_full_input(wildcards):
-    # Cutouts are only an input while they still exist or will be made in this run; after
-    # cleanup, full QA says so instead of re-downloading (see scripts/qa_full.py).
-    inputs = {
-        "measurements": f"results/measurements/{wildcards.source}.parquet",
-        "index": f"results/cutouts/{wildcards.source}.json",
-    }
-    if not os.path.exists(inputs["measurements"]):
-        inputs["cutouts"] = f"data/cutouts/{wildcards.source}"
-    return inputs
 
 
 def get_all_measurements(wildcards=None):

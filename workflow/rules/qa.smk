@@ -1,7 +1,10 @@
 # Full QA (qa_level: full): one PNG per measurement, never touching science outputs.
 rule qa_full:
+    # Cutouts are used where cleanup=never kept them; otherwise full QA says so instead of
+    # re-downloading (see spxflow.stages.full_qa).
     input:
-        unpack(get_qa_full_input),
+        measurements="results/measurements/{source}.parquet",
+        index="results/cutouts/{source}.json",
     output:
         pngs=directory("results/qa/{source}/measurements"),
         manifest="results/qa/{source}/{source}_qa_manifest.json",

@@ -1,0 +1,34 @@
+# Discovery, cutouts and photometry of one source in one job: the DAG stays at two jobs per
+# source (Snakemake costs ~3 ms per job), and cutouts never become a directory() output; they
+# live in data/cutouts/{source}/ while the job runs (bounded by max_live_cutout_gb) and are
+# deleted when it succeeds unless cleanup=never. Products are a separate rule, so a deleted
+# spectrum or plot is rebuilt from the measurements without re-downloading.
+rule measure:
+    input:
+        calibration=CALIBRATION_FILES,
+    output:
+        discovery="results/discovery/{source}.parquet",
+        index="results/cutouts/{source}.json",
+        measurements="results/measurements/{source}.parquet",
+        stamps="results/qa/{source}/{source}_stamps.npz",
+    log:
+        "logs/measure/{source}.log",
+    benchmark:
+        "logs/benchmarks/measure/{source}.tsv"
+    retries: 2
+    group:
+        "per_source"
+    conda:
+        "../../envs/spxflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb_scaled(2000),
+        runtime=runtime_scaled(60),
+    params:
+        target=get_target,
+        neighbours=get_neighbours,
+        archive=ARCHIVE_SCIENCE,
+        photometry=PHOTOMETRY_SCIENCE,
+        photometry_version=PHOTOMETRY_VERSION,
+    script:
+        "../../scripts/measure.py"
