@@ -80,13 +80,13 @@ def fit_one(px, py, data, var, good, kconv, cwave, cband, sx, sy, psf, core_r, n
     b = Ag.T @ (w * data[good])
     dsc = 1.0 / np.sqrt(np.diag(N))
     C = N * dsc[:, None] * dsc[None, :]
-    ev = np.linalg.eigvalsh(C)
-    out["cond"] = ev.max() / ev.min() if ev.min() > 0 else np.inf
     try:
         Ci = np.linalg.inv(C)
     except np.linalg.LinAlgError:
         out["status"] = FIT_FAILED
+        out["cond"] = np.inf
         return out
+    out["cond"] = np.linalg.norm(C, 1) * np.linalg.norm(Ci, 1)
     cov = Ci * dsc[:, None] * dsc[None, :]
     p = cov @ b
     out["params"][act] = p
