@@ -186,6 +186,27 @@ def fetch_calibration(config: dict, family: str, detector: int, out_path: str) -
     )
 
 
+def write_calibration_index(paths: list[str], out_json: str) -> None:
+    """Ids, paths and checksums of every calibration product (one input for all sources)."""
+    from spxflow.photometry import CalibrationSet
+
+    cal = CalibrationSet.from_paths(paths)
+    products = [
+        {
+            "calibration_id": cal.ids[key],
+            "path": os.path.relpath(path),
+            "sha256": sha256_file(path),
+        }
+        for key, path in sorted(cal.files.items())
+    ]
+    write_json_atomic(out_json, {"products": products})
+    log.info("calibration index: %d products", len(products))
+
+
+def calibration_paths(index_json: str) -> list[str]:
+    return [p["path"] for p in read_json(index_json)["products"]]
+
+
 # --- cutouts -------------------------------------------------------------------------------
 def fetch_source_cutouts(
     config: dict, source: str, target: dict, discovery_path: str, out_dir: str, index_path: str
@@ -323,7 +344,7 @@ def measure_source(config, source, target, neighbours, inputs, outputs, threads=
     from spxflow.photometry import PHOTOMETRY_VERSION, measure_cutouts, model_images
 
     settings, config_hash = _settings_and_hash(config)
-    calibration = _calibration(list(inputs.calibration), source)
+    calibration = _calibration(calibration_paths(inputs.calibration), source)
     index = read_json(inputs.index)
     ok = [e for e in index["images"] if e["status"] == "ok" and not e.get("carried")]
     failed = [e for e in index["images"] if e["status"] != "ok"]
@@ -374,7 +395,7 @@ def measure_source(config, source, target, neighbours, inputs, outputs, threads=
     )
 
 
-def process_source(config, source, target, neighbours, calibration, outputs, threads=1):
+def process_source(config, source, target, neighbours, calibration_index, outputs, threads=1):
     """Discovery, cutouts and photometry of one source in one job.
 
     One job per source instead of three keeps the DAG small (Snakemake costs ~3 ms per job
@@ -386,7 +407,7 @@ def process_source(config, source, target, neighbours, calibration, outputs, thr
     _reset_cutout_dir(cutout_dir, target)
     discover_source(config, source, target, outputs.discovery)
     fetch_source_cutouts(config, source, target, outputs.discovery, cutout_dir, outputs.index)
-    inputs = SimpleNamespace(calibration=list(calibration), index=outputs.index, cutouts=cutout_dir)
+    inputs = SimpleNamespace(calibration=calibration_index, index=outputs.index, cutouts=cutout_dir)
     measure_source(config, source, target, neighbours, inputs, outputs, threads=threads)
     for _, aside in _retry_paths(source).values():
         if os.path.exists(aside):
@@ -450,7 +471,7 @@ def write_source_products(config, source, target, neighbours, inputs, outputs) -
             neighbours,
             settings,
             config_hash,
-            list(inputs.calibration),
+            calibration_paths(inputs.calibration),
             index,
             PHOTOMETRY_VERSION,
         ),

@@ -16,3 +16,25 @@ rule calibration:
         archive=ARCHIVE_SCIENCE,
     script:
         "../../scripts/calibration.py"
+
+
+# One small index of the 12 products: per-source jobs depend on it instead of on 12 files each
+# (DAG edges cost time at 10,000+ sources); it records every product's id and sha256, so a
+# changed product still re-runs what used it.
+localrules:
+    calibration_index,
+
+
+rule calibration_index:
+    input:
+        CALIBRATION_FILES,
+    output:
+        CALIBRATION_INDEX,
+    log:
+        "logs/calibration/calibration_index.log",
+    benchmark:
+        "logs/benchmarks/calibration/calibration_index.tsv"
+    conda:
+        "../../envs/spxflow.yaml"
+    script:
+        "../../scripts/calibration_index.py"

@@ -39,6 +39,7 @@ CALIBRATION_FILES = [
     for family in CALIBRATION_FAMILIES
     for det in DETECTORS
 ]
+CALIBRATION_INDEX = "resources/calibration/calibration_index.json"
 IS_SIMULATED = config["archive"]["backend"] == "simulated"
 
 if config.get("retry_failed"):

@@ -5,7 +5,7 @@
 # spectrum or plot is rebuilt from the measurements without re-downloading.
 rule measure:
     input:
-        calibration=CALIBRATION_FILES,
+        calibration=CALIBRATION_INDEX,
     output:
         discovery="results/discovery/{source}.parquet",
         index="results/cutouts/{source}.json",

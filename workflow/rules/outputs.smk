@@ -7,7 +7,7 @@ rule source_products:
         stamps="results/qa/{source}/{source}_stamps.npz",
         discovery="results/discovery/{source}.parquet",
         cutout_index="results/cutouts/{source}.json",
-        calibration=CALIBRATION_FILES,
+        calibration=CALIBRATION_INDEX,
     output:
         spectrum="results/spectra/{source}.csv",
         provenance="results/provenance/{source}_provenance.json",
