@@ -68,7 +68,7 @@ MEASUREMENT_COLUMNS: tuple[Column, ...] = tuple(
         ("n_pix", "int32", None, "Pixels used in the fit"),
         ("masked_frac", "float64", None, "Fraction of fit-window pixels masked"),
         ("psf_masked_frac", "float64", None, "PSF-weighted fraction of masked pixels"),
-        ("cond_number", "float64", None, "Condition number of the normal matrix"),
+        ("cond_number", "float64", None, "1-norm condition no. of scaled normal matrix"),
         ("resid_core", "float64", None, "Core (2.5 px) residual / model flux"),
         ("n_neighbors", "int16", None, "Neighbours fitted jointly"),
         ("neighbor_corr", "float64", None, "Largest |corr| of target and a neighbour"),
