@@ -14,7 +14,6 @@ Usage: python benchmarks/bench_photometry.py [--n 40]
 from __future__ import annotations
 
 import argparse
-import glob
 import tempfile
 import time
 import warnings
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from spxflow.archive.simulated import SimulatedArchive
-from spxflow.format import CALIBRATION_FAMILIES, DETECTORS, PIXEL_SCALE_ARCSEC
+from spxflow.format import PIXEL_SCALE_ARCSEC
 from spxflow.photometry import CalibrationSet, PhotometrySettings, measure_cutouts, reference
 from spxflow.photometry.cutout import read_cutout
 from spxflow.photometry.measure import fit_packed, pack, prepare
@@ -93,10 +92,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         archive = SimulatedArchive()
-        for fam in CALIBRATION_FAMILIES:
-            for det in DETECTORS:
-                archive.fetch_calibration(fam, det, tmp / "cal")
-        cal = CalibrationSet.from_paths(sorted(glob.glob(str(tmp / "cal/*.fits"))))
+        cal = CalibrationSet.from_archive(archive, tmp / "cal")
         rows = archive.discover(RA, DEC).to_dict(orient="records")[: args.n]
         for npx in (11, 31, 61):
             size = npx * PIXEL_SCALE_ARCSEC

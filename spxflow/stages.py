@@ -210,8 +210,11 @@ def calibration_paths(index_json: str) -> list[str]:
 # --- cutouts -------------------------------------------------------------------------------
 def fetch_source_cutouts(
     config: dict, source: str, target: dict, discovery_path: str, out_dir: str, index_path: str
-) -> None:
-    """Fetch every discovered image's cutout; per-image failures are recorded, not raised."""
+) -> pd.DataFrame | None:
+    """Fetch every discovered image's cutout; per-image failures are recorded, not raised.
+
+    Returns the earlier measurements of images carried over by a retry/update (not fetched
+    again), or None."""
     from spxflow.diskbudget import CutoutDiskBudget, estimate_cutout_bytes
     from spxflow.validation import truth_from_cutout
 
@@ -259,9 +262,6 @@ def fetch_source_cutouts(
         "n_ok": n_ok,
         "n_failed": len(images) - n_ok,
         "images": images,
-        "carried_measurements": _json_records(pd.DataFrame(list(carried_rows.values())))
-        if carried_rows
-        else [],
     }
     write_json_atomic(index_path, index)
     for e in images:
@@ -270,6 +270,7 @@ def fetch_source_cutouts(
                 "source %s: cutout of %s %s: %s", source, e["image_id"], e["status"], e["reason"]
             )
     log.info("source %s: %d of %d cutouts fetched", source, n_ok, len(images))
+    return pd.DataFrame(list(carried_rows.values())) if carried_rows else None
 
 
 # --- photometry ----------------------------------------------------------------------------
@@ -339,8 +340,11 @@ def _calibration(paths: list[str], source: str):
     return CalibrationSet.from_paths(list(paths))
 
 
-def measure_source(config, source, target, neighbours, inputs, outputs, threads=1) -> None:
-    """Photometry of every cutout of one source -> measurements table (+ a few QA stamps)."""
+def measure_source(
+    config, source, target, neighbours, inputs, outputs, threads=1, carried=None
+) -> None:
+    """Photometry of every cutout of one source -> measurements table (+ a few QA stamps).
+    ``carried``: rows measured in an earlier run for images not fetched again."""
     from spxflow.photometry import PHOTOMETRY_VERSION, measure_cutouts, model_images
 
     settings, config_hash = _settings_and_hash(config)
@@ -365,8 +369,8 @@ def measure_source(config, source, target, neighbours, inputs, outputs, threads=
         )
     if failed:
         parts.append(_failure_rows(failed, target))
-    if index.get("carried_measurements"):
-        parts.append(pd.DataFrame(index["carried_measurements"]))
+    if carried is not None:
+        parts.append(carried)
     df = pd.concat(parts, ignore_index=True) if parts else empty_measurements()
     image_ids = {e["file_name"]: e["image_id"] for e in index["images"]}
     df["image_id"] = df["file_name"].map(image_ids).fillna(df.get("image_id", ""))
@@ -406,9 +410,13 @@ def process_source(config, source, target, neighbours, calibration_index, output
     cutout_dir = os.path.join("data", "cutouts", source)
     _reset_cutout_dir(cutout_dir, target)
     discover_source(config, source, target, outputs.discovery)
-    fetch_source_cutouts(config, source, target, outputs.discovery, cutout_dir, outputs.index)
+    carried = fetch_source_cutouts(
+        config, source, target, outputs.discovery, cutout_dir, outputs.index
+    )
     inputs = SimpleNamespace(calibration=calibration_index, index=outputs.index, cutouts=cutout_dir)
-    measure_source(config, source, target, neighbours, inputs, outputs, threads=threads)
+    measure_source(
+        config, source, target, neighbours, inputs, outputs, threads=threads, carried=carried
+    )
     for _, aside in _retry_paths(source).values():
         if os.path.exists(aside):
             os.unlink(aside)

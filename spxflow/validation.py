@@ -110,11 +110,9 @@ def synthetic_truth_table(path, n_sources: int, seed: int) -> pd.DataFrame:
 
 def run_campaign(workdir, n_sources: int = 24, seed: int = 7, size_arcsec: float = 45.0):
     """Simulate, fetch and measure cutouts of synthetic stars; truth-joined measurements."""
-    import glob
     from pathlib import Path
 
     from spxflow.archive.simulated import SimulatedArchive
-    from spxflow.format import CALIBRATION_FAMILIES, DETECTORS
     from spxflow.photometry import CalibrationSet, PhotometrySettings, measure_cutouts
 
     work = Path(workdir)
@@ -122,10 +120,7 @@ def run_campaign(workdir, n_sources: int = 24, seed: int = 7, size_arcsec: float
     truth_csv = work / "truth.csv"
     stars = synthetic_truth_table(truth_csv, n_sources, seed)
     archive = SimulatedArchive(seed=seed, truth_table=truth_csv)
-    for family in CALIBRATION_FAMILIES:
-        for det in DETECTORS:
-            archive.fetch_calibration(family, det, work / "calibration")
-    calibration = CalibrationSet.from_paths(sorted(glob.glob(str(work / "calibration/*.fits"))))
+    calibration = CalibrationSet.from_archive(archive, work / "calibration")
     settings = PhotometrySettings()
     parts, truth_rows = [], []
     for star in stars.itertuples(index=False):

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import pandas as pd
 
 from spxflow.archive.simulated import SimulatedArchive
-from spxflow.format import CALIBRATION_FAMILIES, DETECTORS
 from spxflow.photometry import CalibrationSet
 
 PIX_DEG = 6.15 / 3600.0
 
 
 def calibration(archive: SimulatedArchive, directory: Path) -> CalibrationSet:
-    for family in CALIBRATION_FAMILIES:
-        for det in DETECTORS:
-            archive.fetch_calibration(family, det, directory)
-    return CalibrationSet.from_paths(sorted(glob.glob(str(directory / "*.fits"))))
+    return CalibrationSet.from_archive(archive, directory)
 
 
 def fetch(archive, ra, dec, directory: Path, size_arcsec=60.0, limit=None) -> list[str]:

@@ -14,25 +14,12 @@ import requests
 from spxflow.archive.emulator import (
     get_stats,
     reset_stats,
-    running_emulator,
     set_faults,
 )
-from spxflow.archive.simulated import SimulatedArchive
 from spxflow.archive.validate import maybe_gunzip
 
 RA, DEC = 150.25, 45.30
 IRSA = "https://irsa.ipac.caltech.edu"
-
-
-@pytest.fixture(scope="module")
-def sim():
-    return SimulatedArchive()
-
-
-@pytest.fixture(scope="module")
-def emulator(sim):
-    with running_emulator(sim) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import pytest
 from spxflow.archive.emulator import get_stats, reset_stats, running_emulator, set_faults
 from spxflow.archive.http import HostSlots, RetryPolicy, parse_retry_after
 from spxflow.archive.irsa import IrsaArchive
-from spxflow.archive.simulated import SimulatedArchive
 from spxflow.archive.validate import cutout_problem, maybe_gunzip
 from spxflow.format import calibration_id
 
@@ -28,11 +27,6 @@ TRANSIENT_30 = {  # 30 % of cutout requests fail transiently, in every way IRSA 
         {"kind": "cutout", "fault": "gzip", "rate": 0.2},  # not a failure: handled inline
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def sim():
-    return SimulatedArchive()
 
 
 @pytest.fixture(scope="module")

@@ -26,17 +26,6 @@ ERROR = DATA / "irsa_sia2_error.xml"
 POSITIONS = [("a", 150.25, 45.30), ("b", 35.5, 48.1), ("c", 62.5, -12.2)]
 
 
-@pytest.fixture(scope="module")
-def sim():
-    return SimulatedArchive()
-
-
-@pytest.fixture(scope="module")
-def emulator(sim):
-    with running_emulator(sim) as url:
-        yield url
-
-
 def irsa(url, tmp_path, **kw):
     cfg = {
         "base_url_override": url,

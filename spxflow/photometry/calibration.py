@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spxflow.format import CALIBRATION_FAMILIES
+from spxflow.format import CALIBRATION_FAMILIES, DETECTORS
 from spxflow.photometry.fitsread import FitsReadError, open_buffer, scan
 
 _NAME_RE = re.compile(r"^(?P<family>[a-z_]+)_D(?P<det>[1-6])_spx_(?P<token>[A-Za-z0-9.-]+)\.fits$")
@@ -41,6 +41,18 @@ class CalibrationSet:
             out.files[key] = str(p)
             out.ids[key] = f"{m['family']}/{m['token']}/D{m['det']}"
         return out
+
+    @classmethod
+    def from_archive(cls, archive, directory) -> CalibrationSet:
+        """Fetch every product (each family, each detector) from ``archive`` into
+        ``directory`` and load them (validation campaigns, tests, benchmarks; the workflow
+        fetches them with its own rules)."""
+        paths = [
+            archive.fetch_calibration(family, det, directory).path
+            for family in CALIBRATION_FAMILIES
+            for det in DETECTORS
+        ]
+        return cls.from_paths(paths)
 
     def calibration_id(self, family: str, detector: int) -> str:
         return self.ids.get((family, int(detector)), "")

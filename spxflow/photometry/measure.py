@@ -77,14 +77,11 @@ def prepare(
     flags = 0
     cal = calibration or CalibrationSet()
     omega = cal.solid_angle(cutout.detector, yp, xp)
-    xt = int(round(cutout.x_parent))
-    yt = int(round(cutout.y_parent))
     if omega is None:
         omega = np.full(len(px), DEFAULT_PIXEL_OMEGA_ARCSEC2)
-        omega_t = DEFAULT_PIXEL_OMEGA_ARCSEC2
         flags |= bit("NO_SOLID_ANGLE_MAP")
-    else:
-        omega_t = float(cal.solid_angle(cutout.detector, [yt], [xt])[0])
+    # The target's pixel is always in the window (the window is centred on it).
+    omega_t = float(omega[(ry - y0) * (x1 - x0) + (rx - x0)])
     spec = cal.cwave_cband(cutout.detector, yp, xp)
     if spec is not None:
         cwave, cband = spec
