@@ -31,6 +31,7 @@ RA, DEC = 100.20, -10.00
 
 
 def timeit(fn, repeat=3):
+    """Best of ``repeat`` wall times: the least disturbed run of the same work."""
     best = np.inf
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -104,10 +105,11 @@ def main(argv=None) -> int:
             half = min(settings.fit_half_size_px, (npx - 1) // 2)
             prep = [prepare(read_cutout(p, RA, DEC), [], cal, settings) for p in paths]
             batch = pack(prep)
+            # A whole batch fits in ~0.2 ms, so one stray interrupt would dominate a best of 3.
             fit_packed(batch, settings.core_radius_px)  # compile
-            t_numba = timeit(lambda b=batch: fit_packed(b, settings.core_radius_px)) / n
+            t_numba = timeit(lambda b=batch: fit_packed(b, settings.core_radius_px), 20) / n
             fit_packed(batch, settings.core_radius_px, threads=2)
-            t_numba2 = timeit(lambda b=batch: fit_packed(b, settings.core_radius_px, 2)) / n
+            t_numba2 = timeit(lambda b=batch: fit_packed(b, settings.core_radius_px, 2), 20) / n
 
             def numpy_all(prep=prep):
                 for p in prep:
@@ -116,14 +118,14 @@ def main(argv=None) -> int:
                         p.sy, p.cutout.psf, settings.core_radius_px,
                     )  # fmt: skip
 
-            t_numpy = timeit(numpy_all, 1) / n
+            t_numpy = timeit(numpy_all) / n
             sub = paths[: min(n, 15)]
             loaded = [astropy_load(p, RA, DEC) for p in sub]
             photutils_fit(*loaded[0], half)  # warm up
-            t_pu_fit = timeit(lambda ld=loaded, h=half: [photutils_fit(*a, h) for a in ld], 1)
+            t_pu_fit = timeit(lambda ld=loaded, h=half: [photutils_fit(*a, h) for a in ld])
             t_pu_fit /= len(sub)
             t_pu_e2e = timeit(
-                lambda s=sub, h=half: [photutils_fit(*astropy_load(p, RA, DEC), h) for p in s], 1
+                lambda s=sub, h=half: [photutils_fit(*astropy_load(p, RA, DEC), h) for p in s]
             ) / len(sub)
             measure_cutouts(paths, RA, DEC, [], cal, settings)
             t_ours = timeit(lambda p=paths: measure_cutouts(p, RA, DEC, [], cal, settings)) / n

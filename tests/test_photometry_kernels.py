@@ -25,10 +25,12 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("dx,dy", [(0.0, 0.0), (0.31, -0.47), (-0.5, 0.5), (0.123, 0.456)])
-def test_render_stamp_equals_simulator_model_and_conserves_flux(dx, dy):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_render_stamp_equals_simulator_model_and_conserves_flux(dx, dy, dtype):
+    # float32 is what the batch renders from (the files' type); sums must still be float64.
     plane = psf_cube(3)[37]
     out = np.empty((kernels.STAMP, kernels.STAMP))
-    kernels.render_stamp(plane.astype(np.float64), dx, dy, out)
+    kernels.render_stamp(plane.astype(dtype), dx, dy, out)
     np.testing.assert_allclose(out, render_psf_native(plane, dx, dy), rtol=0, atol=1e-12)
     np.testing.assert_allclose(out, reference.render_stamp(plane, dx, dy), rtol=0, atol=1e-12)
     assert out.sum() == pytest.approx(float(plane.sum()), rel=1e-9)

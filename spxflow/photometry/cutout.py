@@ -53,7 +53,7 @@ class Cutout:
     x: float  # target position, cutout 0-based
     y: float
     plane: int
-    psf: np.ndarray  # the chosen 101x101 oversampled plane
+    psf: np.ndarray  # the chosen 101x101 oversampled plane (the file's type: float32)
 
     @property
     def x_parent(self) -> float:

@@ -200,7 +200,10 @@ def read_array(buf, hdu: Hdu) -> np.ndarray:
 
 
 def read_plane(buf, hdu: Hdu, index: int) -> np.ndarray:
-    """Plane ``index`` (0-based, slowest axis) of a 3-D image HDU without touching the rest."""
+    """Plane ``index`` (0-based, slowest axis) of a 3-D image HDU without touching the rest.
+
+    Returned in the file's own type (native byte order), e.g. float32 for a SPHEREx PSF.
+    """
     shape = hdu.shape
     if len(shape) != 3 or not 0 <= index < shape[0]:
         raise FitsReadError(f"{hdu.name}: no plane {index} in shape {shape}")
@@ -209,7 +212,7 @@ def read_plane(buf, hdu: Hdu, index: int) -> np.ndarray:
     return (
         np.frombuffer(buf, dtype=hdu.dtype, count=n, offset=offset)
         .reshape(shape[1:])
-        .astype(np.float64)
+        .astype(hdu.dtype.newbyteorder("="))
     )
 
 
