@@ -190,13 +190,15 @@ def _find_end(buf, pos: int) -> int:
     return -1
 
 
+def _native_copy(buf, hdu: Hdu, shape: tuple[int, ...], offset: int) -> np.ndarray:
+    """``shape`` values of the HDU's type from byte ``offset``, as a native-order copy."""
+    raw = np.frombuffer(buf, dtype=hdu.dtype, count=math.prod(shape), offset=offset)
+    return raw.reshape(shape).astype(hdu.dtype.newbyteorder("="))
+
+
 def read_array(buf, hdu: Hdu) -> np.ndarray:
     """The whole data array of an image HDU, native byte order (a copy)."""
-    return (
-        np.frombuffer(buf, dtype=hdu.dtype, count=math.prod(hdu.shape), offset=hdu.data_start)
-        .reshape(hdu.shape)
-        .astype(hdu.dtype.newbyteorder("="))
-    )
+    return _native_copy(buf, hdu, hdu.shape, hdu.data_start)
 
 
 def read_plane(buf, hdu: Hdu, index: int) -> np.ndarray:
@@ -207,13 +209,8 @@ def read_plane(buf, hdu: Hdu, index: int) -> np.ndarray:
     shape = hdu.shape
     if len(shape) != 3 or not 0 <= index < shape[0]:
         raise FitsReadError(f"{hdu.name}: no plane {index} in shape {shape}")
-    n = shape[1] * shape[2]
-    offset = hdu.data_start + index * n * hdu.dtype.itemsize
-    return (
-        np.frombuffer(buf, dtype=hdu.dtype, count=n, offset=offset)
-        .reshape(shape[1:])
-        .astype(hdu.dtype.newbyteorder("="))
-    )
+    offset = hdu.data_start + index * shape[1] * shape[2] * hdu.dtype.itemsize
+    return _native_copy(buf, hdu, shape[1:], offset)
 
 
 _TFORM_DTYPES = {"J": ">i4", "E": ">f4", "D": ">f8", "I": ">i2", "K": ">i8", "B": ">u1"}

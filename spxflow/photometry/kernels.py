@@ -190,7 +190,7 @@ def fit_one(
     tot_t = 0.0
     win_t = 0.0
     bad_t = 0.0
-    act = np.zeros(P, np.bool_)
+    act = active[k]  # which parameters are fitted, written straight into the result
     good_t = 0.0
     for s in range(nsrc[k]):
         rx = np.floor(sx[k, s] + 0.5)
@@ -230,22 +230,16 @@ def fit_one(
     act[S] = True
     act[S + 1] = True
     act[S + 2] = True
+    idx = np.empty(P, np.int64)  # the active parameters, in order
     n_act = 0
     for i in range(P):
         if act[i]:
+            idx[n_act] = i
             n_act += 1
     nused[k] = n_good
-    for i in range(P):
-        active[k, i] = act[i]
     if good_t < 0.05 or n_good <= n_act:
         status[k] = ALL_MASKED
         return
-    idx = np.empty(n_act, np.int64)
-    q = 0
-    for i in range(P):
-        if act[i]:
-            idx[q] = i
-            q += 1
 
     # Normal equations of the active parameters, scaled to unit diagonal (unit-free
     # conditioning and a better-behaved inverse).

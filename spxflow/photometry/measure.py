@@ -148,7 +148,7 @@ def pack(prepared: list[Prepared]) -> dict:
         "sy": np.zeros((n, S)),
         "nsrc": np.array([len(p.sx) for p in prepared], np.int64),
         # float32 as in every SPHEREx file (exact): half the memory traffic of the rendering.
-        "psf": np.stack([p.cutout.psf for p in prepared]).astype(np.float32),
+        "psf": np.stack([p.cutout.psf for p in prepared], dtype=np.float32),
     }
     for k, p in enumerate(prepared):
         w = p.n_window
