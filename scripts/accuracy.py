@@ -1,9 +1,13 @@
-"""Rule `accuracy`: thin wrapper; the logic is in spxflow.stages."""
+"""Rule `accuracy`: unpacks the snakemake object; the logic is spxflow.rules."""
 
-from spxflow import stages
+from spxflow import rules
 from spxflow.rulelog import rule_logging
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
 with rule_logging(snakemake.log[0], "accuracy", "all sources"):
-    stages.accuracy(snakemake.input.measurements, snakemake.input.indexes, snakemake.output[0])
+    rules.accuracy(
+        list(snakemake.input.measurements),
+        list(snakemake.input.cutout_indexes),
+        snakemake.output[0],
+    )

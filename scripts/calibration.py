@@ -1,16 +1,17 @@
-"""Rule `calibration`: thin wrapper; the logic is in spxflow.stages."""
+"""Rule `calibration`: unpacks the snakemake object; the logic is spxflow.rules."""
 
-from spxflow import stages
+from spxflow import rules
 from spxflow.rulelog import rule_logging
+from spxflow.settings import ArchiveScience, Runtime
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
-with rule_logging(
-    snakemake.log[0], "calibration", f"{snakemake.wildcards.family} D{snakemake.wildcards.detector}"
-):
-    stages.fetch_calibration(
-        snakemake.config,
-        snakemake.wildcards.family,
-        int(snakemake.wildcards.detector),
+family, detector = snakemake.wildcards.family, int(snakemake.wildcards.detector)
+with rule_logging(snakemake.log[0], "calibration", f"{family} D{detector}"):
+    rules.calibration(
+        ArchiveScience.from_params(snakemake.params.archive),
+        Runtime.from_config(snakemake.config),
+        family,
+        detector,
         snakemake.output[0],
     )

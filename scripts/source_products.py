@@ -1,16 +1,20 @@
-"""Rule `source_products`: thin wrapper; the logic is in spxflow.stages."""
+"""Rule `source_products`: unpacks the snakemake object; the logic is spxflow.rules."""
 
-from spxflow import stages
+from spxflow import rules
 from spxflow.rulelog import rule_logging
+from spxflow.settings import Runtime, Science
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
-with rule_logging(snakemake.log[0], "source_products", f"source {snakemake.wildcards.source}"):
-    stages.write_source_products(
-        snakemake.config,
-        snakemake.wildcards.source,
+source = snakemake.wildcards.source
+with rule_logging(snakemake.log[0], "source_products", f"source {source}"):
+    rules.source_products(
+        Science.from_params(snakemake.params.science),
+        snakemake.params.plots,
+        Runtime.from_config(snakemake.config),
+        source,
         snakemake.params.target,
         snakemake.params.neighbours,
-        snakemake.input,
-        snakemake.output,
+        rules.ProductInputs(**dict(snakemake.input.items())),
+        rules.ProductOutputs(**dict(snakemake.output.items())),
     )

@@ -1,14 +1,14 @@
-"""Rule `summary`: thin wrapper; the logic is in spxflow.stages."""
+"""Rule `summary`: unpacks the snakemake object; the logic is spxflow.rules."""
 
-from spxflow import stages
+from spxflow import rules
 from spxflow.rulelog import rule_logging
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
 with rule_logging(snakemake.log[0], "summary", "all sources"):
-    stages.summarize(
+    rules.summary(
         snakemake.input.catalog,
-        snakemake.input.measurements,
+        list(snakemake.input.measurements),
         snakemake.output.sources,
         snakemake.output.fits,
     )

@@ -1,9 +1,12 @@
-"""Rule `validate_catalog`: thin wrapper; the logic is in spxflow.stages."""
+"""Rule `validate_catalog`: unpacks the snakemake object; the logic is spxflow.rules."""
 
-from spxflow import stages
+from spxflow import rules
+from spxflow.catalog import CatalogSettings
 from spxflow.rulelog import rule_logging
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
 with rule_logging(snakemake.log[0], "validate_catalog", f"catalog {snakemake.input[0]}"):
-    stages.validate_catalog_file(snakemake.input[0], snakemake.config, snakemake.output[0])
+    rules.validate_catalog(
+        CatalogSettings(**snakemake.params.catalog), snakemake.input[0], snakemake.output[0]
+    )

@@ -8,7 +8,7 @@ user fixes the file in one pass.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import astropy.units as u
@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 from astropy.coordinates import SkyCoord, search_around_sky
 
+from spxflow.config import completed_config
 from spxflow.slug import safe_slug
 
 log = logging.getLogger(__name__)
-
-DEFAULT_COLUMNS = {"name": "Name", "ra": "RA_deg", "dec": "DEC_deg", "size": "cutout_size_arcsec"}
 
 
 class CatalogError(ValueError):
@@ -38,15 +37,21 @@ class CatalogSettings:
 
     @classmethod
     def from_config(cls, config: dict) -> CatalogSettings:
-        cat = config.get("catalog_options", {})
+        """From a workflow config; missing keys take the schema's defaults."""
+        config = completed_config(config)
+        cat = config["catalog_options"]
         return cls(
-            columns={**DEFAULT_COLUMNS, **cat.get("columns", {})},
-            default_size_arcsec=float(config.get("cutout_size_arcsec", 60.0)),
-            min_size_arcsec=float(cat.get("min_cutout_size_arcsec", 20.0)),
-            max_size_arcsec=float(cat.get("max_cutout_size_arcsec", 900.0)),
-            near_duplicate_arcsec=float(cat.get("near_duplicate_arcsec", 1.0)),
-            neighbour_radius_arcsec=float(cat.get("neighbour_radius_arcsec", 60.0)),
+            columns=dict(cat["columns"]),
+            default_size_arcsec=float(config["cutout_size_arcsec"]),
+            min_size_arcsec=float(cat["min_cutout_size_arcsec"]),
+            max_size_arcsec=float(cat["max_cutout_size_arcsec"]),
+            near_duplicate_arcsec=float(cat["near_duplicate_arcsec"]),
+            neighbour_radius_arcsec=float(cat["neighbour_radius_arcsec"]),
         )
+
+    def to_params(self) -> dict:
+        """Plain values for a rule's ``params`` (a change re-runs the rule)."""
+        return asdict(self)
 
 
 def read_catalog(path: str | Path, settings: CatalogSettings) -> pd.DataFrame:
@@ -61,7 +66,12 @@ def read_catalog(path: str | Path, settings: CatalogSettings) -> pd.DataFrame:
         raise CatalogError(f"catalog file {str(path)!r} does not exist")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError as exc:
+        raise CatalogError(
+            f"catalog {str(path)!r} is empty: expected a CSV header line "
+            f"({', '.join(settings.columns.values())}) and one row per source"
+        ) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise CatalogError(f"catalog {str(path)!r} is not a readable CSV file: {exc}") from exc
     return validate_catalog(raw, settings, origin=str(path))
 

@@ -106,13 +106,15 @@ class CutoutDiskBudget:
         return Path(self.root).parent / STATE_DIR_NAME
 
     @classmethod
-    def from_config(cls, config: dict, root: str) -> CutoutDiskBudget:
-        gb = config.get("max_live_cutout_gb")
+    def from_runtime(cls, runtime, root: str) -> CutoutDiskBudget:
+        """From ``spxflow.settings.Runtime``: config keys max_live_cutout_gb, cleanup and
+        cutout_budget_max_wait_s."""
+        gb = runtime.max_live_cutout_gb
         return cls(
             root=str(root),
             limit_bytes=None if gb is None else int(float(gb) * GB),
-            can_wait=config.get("cleanup", "success-after-source") != "never",
-            max_wait_s=float(config.get("cutout_budget_max_wait_s", 600)),
+            can_wait=runtime.cleanup != "never",
+            max_wait_s=float(runtime.cutout_budget_max_wait_s),
         )
 
     # ------------------------------------------------------------------ accounting

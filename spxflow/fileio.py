@@ -1,14 +1,21 @@
-"""Atomic writes and checksums: no output is ever left half-written under its final name."""
+"""Atomic writes and checksums: no output is ever left half-written under its final name.
+
+Every writer renders in memory, writes atomically and returns a ``Written`` record (path, size
+and sha256 of the bytes written), so a job can list its outputs in a manifest without reading
+back a file it has just written.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import glob
 import hashlib
+import io
 import json
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -52,14 +59,31 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+@dataclass(frozen=True)
+class Written:
+    """A file this process wrote, with the size and sha256 of the bytes it wrote."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+
+    def entry(self, root: str | os.PathLike = ".") -> dict:
+        """The file's manifest entry (path relative to ``root``)."""
+        return {
+            "path": os.path.relpath(self.path, root),
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+        }
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Written:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+    return Written(str(path), len(data), sha256_bytes(data))
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+def write_text_atomic(path: str | os.PathLike, text: str) -> Written:
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def canonical_json(obj) -> str:
@@ -67,8 +91,8 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=True) + "\n"
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    write_text_atomic(path, canonical_json(obj))
+def write_json_atomic(path: str | os.PathLike, obj) -> Written:
+    return write_text_atomic(path, canonical_json(obj))
 
 
 def read_json(path: str | os.PathLike):
@@ -76,11 +100,11 @@ def read_json(path: str | os.PathLike):
         return json.load(fh)
 
 
-def write_parquet_atomic(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False, engine="pyarrow")
+def write_parquet_atomic(path: str | os.PathLike, df: pd.DataFrame) -> Written:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False, engine="pyarrow")
+    return write_bytes_atomic(path, buf.getvalue())
 
 
-def write_csv_atomic(path: str | os.PathLike, df: pd.DataFrame, **kwargs) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, lineterminator="\n", **kwargs)
+def write_csv_atomic(path: str | os.PathLike, df: pd.DataFrame, **kwargs) -> Written:
+    return write_text_atomic(path, df.to_csv(None, index=False, lineterminator="\n", **kwargs))

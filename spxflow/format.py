@@ -59,30 +59,6 @@ FLAG_BITS: dict[str, tuple[int, str]] = {
     "SNOWBALL": (27, "Pixel part of a snowball artifact"),
     "HALO": (28, "Pixel part of a transient halo"),
 }
-# Default photometry mask: the common "always bad" core of every public code (SUR_ERROR,
-# NONFUNC, MISSING_DATA, HOT, COLD, NONLINEAR, PERSIST) plus the bits most codes also reject.
-# SOURCE, OVERFLOW and FULLSAMPLE are informational: OVERFLOW pixels keep usable SUR values.
-DEFAULT_MASK_FLAGS = (
-    "TRANSIENT",
-    "SUR_ERROR",
-    "PHANTOM",
-    "REFERENCE",
-    "NONFUNC",
-    "DICHROIC",
-    "MISSING_DATA",
-    "HOT",
-    "COLD",
-    "PHANMISS",
-    "NONLINEAR",
-    "PERSIST",
-    "OUTLIER",
-    "GHOST",
-    "GHOST_FPA",
-    "GHOST_EXT",
-    "BLOOM",
-    "SNOWBALL",
-    "HALO",
-)
 
 
 def flag_mask(names, bits: dict[str, int] | None = None) -> int:

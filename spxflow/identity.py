@@ -11,12 +11,6 @@ import json
 
 from spxflow import __version__
 
-# Keys of each backend's config that change what is measured (the rest are runtime knobs).
-ARCHIVE_SCIENCE_KEYS = {
-    "simulated": ("seed", "passes", "noise", "psf_header_erratum", "field_stars", "truth_table"),
-    "irsa": ("collections", "search_radius_arcsec"),
-}
-
 
 def stable_hash(obj, length: int = 16) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
@@ -25,18 +19,6 @@ def stable_hash(obj, length: int = 16) -> str:
 
 def major_minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
-
-
-def archive_science_config(config: dict) -> dict:
-    """The part of ``config['archive']`` that changes discovery or cutout content."""
-    archive = config.get("archive", {})
-    backend = archive.get("backend", "simulated")
-    sub = archive.get(backend, {}) or {}
-    keys = ARCHIVE_SCIENCE_KEYS.get(backend, ())
-    out = {"backend": backend, **{k: sub[k] for k in keys if k in sub}}
-    if "search_radius_arcsec" in archive:
-        out["search_radius_arcsec"] = archive["search_radius_arcsec"]
-    return out
 
 
 def science_config_hash(photometry_settings: dict, photometry_version: str) -> str:

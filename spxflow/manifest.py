@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from spxflow.fileio import read_json, sha256_file, write_json_atomic
+from spxflow.fileio import Written, read_json, sha256_file, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = "1"
 
 
-def file_entry(path: str | os.PathLike, root: str | os.PathLike = ".") -> dict:
+def file_entry(path: str | os.PathLike | Written, root: str | os.PathLike = ".") -> dict:
+    """Manifest entry of a file: from its ``Written`` record (no re-read) or from disk."""
+    if isinstance(path, Written):
+        return path.entry(root)
     p = Path(path)
     return {
         "path": os.path.relpath(p, root),
@@ -23,7 +29,7 @@ def write_manifest(
     out_path: str | os.PathLike,
     *,
     source: str,
-    files: list[str],
+    files: list[str | Written],
     measurement_ids: list[str],
     rows_sha256: str,
     config_hash: str,
@@ -31,7 +37,8 @@ def write_manifest(
     kind: str = "science",
     problems: list[str] | None = None,
 ) -> dict:
-    """Write a manifest listing every output file with size and sha256."""
+    """Write a manifest listing every file with size and sha256: inputs as paths (hashed from
+    disk), this job's outputs as ``Written`` records."""
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "kind": kind,
@@ -40,7 +47,7 @@ def write_manifest(
         "code_version": code_version,
         "rows_sha256": rows_sha256,
         "measurement_ids": list(measurement_ids),
-        "files": [file_entry(f) for f in sorted(files)],
+        "files": sorted((file_entry(f) for f in files), key=lambda e: e["path"]),
         "problems": list(problems or []),
     }
     write_json_atomic(out_path, manifest)
@@ -83,3 +90,38 @@ def verify_manifest(path: str | os.PathLike, root: str | os.PathLike = ".") -> l
     for p in problems:
         p["manifest"] = str(path)
     return problems
+
+
+def check_manifests(manifests: list[str], out_json: str) -> dict:
+    """Verify every manifest and write the report. Missing, tampered or stale files fail the
+    check; problems the run itself recorded (e.g. full QA skipped because cutouts were
+    cleaned up) are reported as warnings."""
+    found = []
+    for m in manifests:
+        found.extend(verify_manifest(m))
+    problems = [p for p in found if p["status"] != "incomplete"]
+    warnings = [p for p in found if p["status"] == "incomplete"]
+    report = {
+        "n_manifests": len(manifests),
+        "n_problems": len(problems),
+        "problems": problems,
+        "n_warnings": len(warnings),
+        "warnings": warnings,
+    }
+    write_json_atomic(out_json, report)
+    for p in warnings:
+        log.warning("recorded problem: %s [manifest %s]", p["detail"], p["manifest"])
+    for p in problems:
+        log.error("%s: %s (%s) [manifest %s]", p["status"], p["path"], p["detail"], p["manifest"])
+    if problems:
+        raise RuntimeError(
+            f"{len(problems)} output problem(s) in {len(manifests)} manifests; see {out_json}. "
+            f"Re-create them with `snakemake --rerun-triggers mtime` or by deleting the listed "
+            f"files and running `snakemake`."
+        )
+    log.info(
+        "check: %d manifests verified, no problems, %d recorded warning(s)",
+        len(manifests),
+        len(warnings),
+    )
+    return report

@@ -77,6 +77,23 @@ def accuracy_metrics(j: pd.DataFrame) -> dict:
     }
 
 
+def truth_from_indexes(indexes: list[dict]) -> pd.DataFrame:
+    """The injected truth the cutout indexes copied from simulated cutouts, one row per image."""
+    rows = [
+        {
+            "source": idx["source"],
+            "file_name": e["file_name"],
+            "flux_uJy": e["truth"]["flux_uJy"],
+            "wavelength_um": e["truth"]["wavelength_um"],
+            "truth_source": e["truth"]["source"],
+        }
+        for idx in indexes
+        for e in idx["images"]
+        if e.get("truth")
+    ]
+    return pd.DataFrame(rows)
+
+
 def accuracy_table(measurements: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """One row per detector plus 'all' with the accuracy figures against injected truth."""
     j = join_truth(measurements, truth)

@@ -148,10 +148,13 @@ def test_reservations_of_dead_processes_are_dropped(tmp_path):
 
 
 def test_config_maps_to_budget(tmp_path):
+    from spxflow.settings import Runtime
+
     cfg = {"max_live_cutout_gb": 0.5, "cleanup": "never", "cutout_budget_max_wait_s": 7}
-    b = CutoutDiskBudget.from_config(cfg, str(tmp_path))
+    b = CutoutDiskBudget.from_runtime(Runtime.from_config(cfg), str(tmp_path))
     assert (b.limit_bytes, b.can_wait, b.max_wait_s) == (500_000_000, False, 7.0)
-    assert CutoutDiskBudget.from_config({"max_live_cutout_gb": None}, "x").limit_bytes is None
+    unbounded = Runtime.from_config({"max_live_cutout_gb": None})
+    assert CutoutDiskBudget.from_runtime(unbounded, "x").limit_bytes is None
 
 
 @pytest.mark.slow

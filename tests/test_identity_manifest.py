@@ -4,8 +4,9 @@ import json
 import os
 
 from spxflow.fileio import atomic_path, write_json_atomic
-from spxflow.identity import archive_science_config, measurement_id, science_config_hash
+from spxflow.identity import measurement_id, science_config_hash
 from spxflow.manifest import verify_manifest, write_manifest
+from spxflow.settings import Runtime, Science
 
 
 def test_measurement_id_depends_only_on_science_inputs():
@@ -20,17 +21,30 @@ def test_measurement_id_depends_only_on_science_inputs():
     assert base != measurement_id("M31", "ivo://x?1/D1", 60, h2, "1.0.3")
 
 
-def test_archive_science_config_ignores_runtime_knobs():
+def test_science_settings_ignore_runtime_knobs():
     a = {"archive": {"backend": "irsa", "irsa": {"collections": ["c"], "timeout_s": 5}}}
     b = {
         "archive": {
             "backend": "irsa",
             "irsa": {"collections": ["c"], "timeout_s": 99, "max_concurrent_per_host": 1},
-        }
+        },
+        "cleanup": "never",
     }
-    assert archive_science_config(a) == archive_science_config(b)
-    c = {"archive": {"backend": "simulated", "simulated": {"seed": 1, "gzip": True}}}
-    assert archive_science_config(c) == {"backend": "simulated", "seed": 1}
+    assert Science.from_config(a).to_params() == Science.from_config(b).to_params()
+    assert Runtime.from_config(a) != Runtime.from_config(b)
+    assert Runtime.from_config(b).archive["timeout_s"] == 99
+    c = {"archive": {"simulated": {"seed": 1, "gzip": True}}}
+    archive = Science.from_config(c).to_params()["archive"]
+    assert archive["seed"] == 1 and "gzip" not in archive
+    assert Runtime.from_config(c).archive == {"gzip": True}
+    d = {"photometry": {"fit_half_size_px": 5}}
+    assert Science.from_config(d).config_hash != Science.from_config({}).config_hash
+
+
+def test_science_survives_params_round_trip():
+    science = Science.from_config({"photometry": {"mask_flags": ["HOT"]}})
+    again = Science.from_params(science.to_params())
+    assert again == science and again.config_hash == science.config_hash
 
 
 def test_manifest_detects_missing_tampered_and_recorded_problems(tmp_path):

@@ -19,6 +19,7 @@ from spxflow.archive.irsa import IrsaArchive
 from spxflow.archive.sia import SiaClient, normalise_sia_table
 from spxflow.archive.simulated import SimulatedArchive
 from spxflow.format import SIA_COLUMN_NAMES, SIA_COLUMNS
+from spxflow.settings import Runtime, Science
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "irsa_sia2_spherex_qr2_m31.xml"
@@ -142,7 +143,7 @@ def test_irsa_discovery_equals_simulated(emulator, sim, tmp_path):
 
 def test_make_archive_builds_the_irsa_backend(emulator, tmp_path):
     cfg = {"archive": {"backend": "irsa", "irsa": {"base_url_override": emulator}}}
-    arch = make_archive(cfg)
+    arch = make_archive(Science.from_config(cfg).archive, Runtime.from_config(cfg).archive)
     assert isinstance(arch, IrsaArchive) and arch.sia_url == f"{emulator}/SIA"
     with pytest.raises(ValueError, match="unknown key"):
         IrsaArchive.from_config({"no_such_key": 1})

@@ -4,8 +4,11 @@ backend's spectra; the per-host limit holds across parallel jobs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -61,7 +64,7 @@ def runs(tmp_path_factory):
     cfg = yaml.safe_load(cfg_path.read_text())
     with running_emulator(cfg["archive"], FAULTS) as url:
         cfg["archive"]["backend"] = "irsa"
-        cfg["archive"]["irsa"].update(
+        cfg["archive"].setdefault("irsa", {}).update(
             base_url_override=url,
             timeout_s=5.0,
             retry_attempts=8,
@@ -140,8 +143,8 @@ def test_emulator_saw_no_duplicates_and_the_host_limit(runs):
 
 
 def test_retry_failed_fetches_only_the_failed_cutout(runs):
-    """After the outage: `retry_failed=true` re-fetches just the failed image, carries the
-    other measurements over, and the spectra then equal the simulated backend's in full."""
+    """After the outage: `spxflow rerun --retry-failed` re-fetches just the failed image,
+    carries the other measurements over, and the spectra then equal the simulated backend's."""
     sim_ws, irsa_ws, _ = runs
     first, second = sources(irsa_ws)
     untouched = (irsa_ws / f"results/spectra/{second}.csv").stat().st_mtime_ns
@@ -150,8 +153,16 @@ def test_retry_failed_fetches_only_the_failed_cutout(runs):
     with running_emulator(cfg["archive"], {"seed": 1, "rules": []}) as url:
         cfg["archive"]["irsa"]["base_url_override"] = url
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        snakemake(irsa_ws, *CONFIG, "retry_failed=true")
+        rerun = subprocess.run(
+            [sys.executable, "-m", "spxflow", "rerun", "--retry-failed", "--", "--cores", "2"]
+            + CONFIG,
+            cwd=irsa_ws,
+            capture_output=True,
+            text=True,
+        )
+        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
         stats = get_stats(url)
+    assert "1 of 2 measured source(s) marked" in rerun.stdout
     assert stats["status"]["cutout"]["200"] == 1  # only the image that failed before
     index = json.loads((irsa_ws / f"results/cutouts/{first}.json").read_text())
     assert index["n_failed"] == 0
@@ -165,3 +176,73 @@ def test_retry_failed_fetches_only_the_failed_cutout(runs):
         assert b["measurement_id"].tolist() == a["measurement_id"].tolist()
     # Nothing left to retry: a second retry run does nothing.
     assert not list(irsa_ws.glob("results/cutouts/*.retry.json"))
+
+
+def _checksums(ws) -> dict[str, str]:
+    return {
+        str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((ws / "results").rglob("*"))
+        if p.is_file()
+    }
+
+
+def _with_emulator(ws, faults=None):
+    """Point the workspace's config at a fresh emulator (a runtime knob: re-runs nothing)."""
+    cfg_path = ws / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    emulator = running_emulator(cfg["archive"], faults or {"seed": 1, "rules": []})
+    url = emulator.__enter__()
+    cfg["archive"]["irsa"]["base_url_override"] = url
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return emulator, url
+
+
+def test_parsing_the_workflow_changes_nothing_and_contacts_no_archive(runs, tmp_path):
+    """Dry runs, --lint, --report and --rulegraph, plain and with the former update /
+    retry_failed keys: every file under results/ is unchanged and the archive sees nothing."""
+    _, irsa_ws, _ = runs
+    ws = tmp_path / "ws"
+    shutil.copytree(irsa_ws, ws, symlinks=True)
+    emulator, url = _with_emulator(ws)
+    try:
+        before = _checksums(ws)
+        assert before
+        for command in (["-n"], ["--lint"], ["--report", "report.html"], ["--rulegraph"]):
+            for extra in ([], ["update=true"], ["retry_failed=true"]):
+                proc = snakemake(ws, *command, *CONFIG, *extra, check=not extra)
+                if extra:  # removed keys fail validation, saying what replaces them
+                    assert proc.returncode != 0
+                    assert "python -m spxflow rerun" in proc.stdout + proc.stderr
+                assert _checksums(ws) == before, (command, extra)
+        assert sum(get_stats(url)["requests"].values()) == 0
+    finally:
+        emulator.__exit__(None, None, None)
+
+
+def test_rerun_update_queries_discovery_once_per_source(runs, tmp_path):
+    """`spxflow rerun --update` itself contacts no archive; the run that follows queries
+    discovery exactly once per source and fetches no cutout already measured."""
+    _, irsa_ws, _ = runs
+    ws = tmp_path / "ws"
+    shutil.copytree(irsa_ws, ws, symlinks=True)
+    # Images whose fetch failed are not carried over: they are fetched again.
+    failed_before = sum(
+        json.loads((ws / f"results/cutouts/{s}.json").read_text())["n_failed"] for s in sources(ws)
+    )
+    emulator, url = _with_emulator(ws)
+    try:
+        mark = subprocess.run(
+            [sys.executable, "-m", "spxflow", "rerun", "--update"],
+            cwd=ws,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "2 of 2 measured source(s) marked" in mark.stdout
+        assert sum(get_stats(url)["requests"].values()) == 0
+        snakemake(ws, *CONFIG)
+        stats = get_stats(url)
+    finally:
+        emulator.__exit__(None, None, None)
+    assert stats["requests"].get("sia", 0) == len(sources(ws))
+    assert stats["requests"].get("cutout", 0) == failed_before

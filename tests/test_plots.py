@@ -193,8 +193,9 @@ def test_render_measurement_qas_threads_match_serial(tmp_path, demo):
         jobs("proc"), threads=2, result_flags=DEMO_RESULT_FLAGS, executor="process"
     )
     assert len(serial) == len(threaded) == len(forked) == 6
-    for a, b, c in zip(sorted(serial), sorted(threaded), sorted(forked), strict=True):
-        assert open(a, "rb").read() == open(b, "rb").read() == open(c, "rb").read()
+    for a, b, c in zip(serial, threaded, forked, strict=True):
+        assert a.sha256 == b.sha256 == c.sha256
+        assert open(a.path, "rb").read() == open(c.path, "rb").read()
 
 
 def test_render_measurement_qas_failures(tmp_path, demo):
@@ -208,7 +209,7 @@ def test_render_measurement_qas_failures(tmp_path, demo):
     written = render_measurement_qas(
         [good, bad], threads=2, model_images=broken_model_images, errors=errors
     )
-    assert written == [good["out_png"]]
+    assert [w.path for w in written] == [good["out_png"]]
     assert errors and "missing.fits" in errors[0][1]
     with pytest.raises(RuntimeError, match="1 of 2"):
         render_measurement_qas([good, bad], model_images=broken_model_images)

@@ -169,7 +169,7 @@ def test_full_qa_runs_only_qa_jobs_and_reports_cleaned_cutouts(done):
     assert not (done / f"data/cutouts/{s}").exists()  # nothing was re-downloaded
 
 
-def test_update_reruns_only_sources_whose_image_list_changed(done):
+def test_rerun_update_fetches_only_new_images(done):
     s0, s1 = sources(done)
     path = done / f"results/discovery/{s0}.parquet"
     table = pd.read_parquet(path)
@@ -188,18 +188,32 @@ def test_update_reruns_only_sources_whose_image_list_changed(done):
     index_path.write_text(json.dumps(index))
     snakemake(done, *CONFIG)  # the products follow that state
     n_before = len(pd.read_parquet(meas_path))
+    spectrum_s1 = (done / f"results/spectra/{s1}.csv").read_bytes()
     time.sleep(1.1)
-    # ...and the archive has gained it since: only s0 is re-run, fetching only the new image.
+    # ...and the archive has gained it since. `spxflow rerun --update` marks both sources
+    # (nothing else: it contacts no archive); each re-queries discovery in its measure job,
+    # s0 fetches only the new image and s1 nothing.
     assert not planned_jobs(done, *CONFIG)
-    jobs = planned_jobs(done, *CONFIG, "update=true")
-    touched = {w for _, w in jobs if w}
-    assert f"source={s0}" in touched and f"source={s1}" not in touched
-    snakemake(done, *CONFIG, "update=true")
+    rerun = subprocess.run(
+        [sys.executable, "-m", "spxflow", "rerun", "--update"],
+        cwd=done,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "2 of 2 measured source(s) marked" in rerun.stdout
+    touched = {w for r, w in planned_jobs(done, *CONFIG) if r == "measure"}
+    assert touched == {f"source={s0}", f"source={s1}"}
+    snakemake(done, *CONFIG)
     assert len(pd.read_parquet(path)) == len(table)
     assert len(pd.read_parquet(meas_path)) == n_before + 1
     index = json.loads(index_path.read_text())
     fetched = [e["image_id"] for e in index["images"] if not e.get("carried")]
     assert fetched == [new_image]
+    index1 = json.loads((done / f"results/cutouts/{s1}.json").read_text())
+    assert all(e.get("carried") for e in index1["images"])
+    assert (done / f"results/spectra/{s1}.csv").read_bytes() == spectrum_s1
+    assert not list(done.glob("results/**/*.retry.*"))
     assert planned_jobs(done, *CONFIG) == []
 
 

@@ -1,4 +1,4 @@
-"""Archive backends behind one interface; ``make_archive(config)`` picks the configured one."""
+"""Archive backends behind one interface; ``make_archive`` builds the configured one."""
 
 from __future__ import annotations
 
@@ -22,16 +22,16 @@ __all__ = [
 ]
 
 
-def make_archive(config: dict) -> Archive:
-    """Build the backend named by ``config['archive']['backend']`` from the workflow config."""
-    archive_cfg = config.get("archive", {})
-    backend = archive_cfg.get("backend", "simulated")
-    if backend == "simulated":
+def make_archive(science, runtime: dict) -> Archive:
+    """The backend named by ``science.backend``, built from its science options
+    (``spxflow.settings.ArchiveScience``) and its runtime knobs (``Runtime.archive``)."""
+    options = {**science.options, **runtime}
+    if science.backend == "simulated":
         from spxflow.archive.simulated import SimulatedArchive
 
-        return SimulatedArchive.from_config(archive_cfg.get("simulated", {}))
-    if backend == "irsa":
+        return SimulatedArchive.from_config(options)
+    if science.backend == "irsa":
         from spxflow.archive.irsa import IrsaArchive
 
-        return IrsaArchive.from_config(archive_cfg.get("irsa", {}))
-    raise ArchiveError(f"config key archive.backend: unknown backend {backend!r}")
+        return IrsaArchive.from_config(options)
+    raise ArchiveError(f"config key archive.backend: unknown backend {science.backend!r}")

@@ -1,6 +1,6 @@
 """The one interface every archive backend (simulated, IRSA) implements.
 
-Rules and scripts talk to an ``Archive`` obtained from ``spxflow.archive.make_archive(config)``
+Rules and scripts talk to an ``Archive`` obtained from ``spxflow.archive.make_archive``
 and never know which backend is active.
 """
 

@@ -41,6 +41,7 @@ from spxflow.archive.http import (
 )
 from spxflow.archive.sia import SiaClient
 from spxflow.archive.validate import cutout_problem
+from spxflow.config import block_defaults
 from spxflow.fileio import sha256_file
 from spxflow.format import (
     CALIBRATION_FAMILIES,
@@ -49,20 +50,7 @@ from spxflow.format import (
     calibration_id,
 )
 
-CONFIG_DEFAULTS = {
-    "sia_url": "https://irsa.ipac.caltech.edu/SIA",
-    "collections": ["spherex_qr2", "spherex_qr2_deep"],
-    "calibration_collection": "spherex_qr2_cal",
-    "ibe_data_url": "https://irsa.ipac.caltech.edu/ibe/data/spherex/qr2",
-    "base_url_override": None,
-    "timeout_s": 120.0,
-    "max_concurrent_per_host": 2,
-    "retry_attempts": 6,
-    "backoff_base_s": 1.0,
-    "backoff_max_s": 60.0,
-    "maxrec": 10000,
-    "lock_dir": None,
-}
+CONFIG_DEFAULTS = block_defaults("archive", "irsa")  # the schema is their one home
 
 
 class IrsaArchive(Archive):
@@ -73,17 +61,17 @@ class IrsaArchive(Archive):
     def __init__(
         self,
         sia_url: str = CONFIG_DEFAULTS["sia_url"],
-        collections: Sequence[str] = ("spherex_qr2", "spherex_qr2_deep"),
-        calibration_collection: str = "spherex_qr2_cal",
+        collections: Sequence[str] = tuple(CONFIG_DEFAULTS["collections"]),
+        calibration_collection: str = CONFIG_DEFAULTS["calibration_collection"],
         ibe_data_url: str = CONFIG_DEFAULTS["ibe_data_url"],
-        base_url_override: str | None = None,
-        timeout_s: float = 120.0,
-        max_concurrent_per_host: int = 2,
-        retry_attempts: int = 6,
-        backoff_base_s: float = 1.0,
-        backoff_max_s: float = 60.0,
-        maxrec: int = 10000,
-        lock_dir: str | os.PathLike | None = None,
+        base_url_override: str | None = CONFIG_DEFAULTS["base_url_override"],
+        timeout_s: float = CONFIG_DEFAULTS["timeout_s"],
+        max_concurrent_per_host: int = CONFIG_DEFAULTS["max_concurrent_per_host"],
+        retry_attempts: int = CONFIG_DEFAULTS["retry_attempts"],
+        backoff_base_s: float = CONFIG_DEFAULTS["backoff_base_s"],
+        backoff_max_s: float = CONFIG_DEFAULTS["backoff_max_s"],
+        maxrec: int = CONFIG_DEFAULTS["maxrec"],
+        lock_dir: str | os.PathLike | None = CONFIG_DEFAULTS["lock_dir"],
     ):
         if not collections:
             raise ValueError("config archive.irsa.collections: at least one collection needed")

@@ -33,6 +33,7 @@ from spxflow.archive.base import (
     normalise_discovery,
 )
 from spxflow.archive.validate import cutout_problem, maybe_gunzip
+from spxflow.config import block_defaults
 from spxflow.fileio import atomic_path, sha256_file
 from spxflow.format import (
     BANDS,
@@ -51,15 +52,7 @@ from spxflow.sim.fitsout import primary_cards as _primary_cards
 from spxflow.sim.sed import band_average, monochromatic
 
 DEFAULT_TRUTH_TABLE = Path(__file__).resolve().parents[2] / "resources" / "sim_sky_truth.csv"
-CONFIG_DEFAULTS = {
-    "seed": 20250501,
-    "passes": 1,
-    "noise": True,
-    "psf_header_erratum": False,
-    "gzip": False,
-    "field_stars": True,
-    "truth_table": None,
-}
+CONFIG_DEFAULTS = block_defaults("archive", "simulated")  # the schema is their one home
 MAX_SIZE_ARCSEC = NPIX * PIXEL_SCALE_ARCSEC  # one detector side
 _DID_RE = re.compile(r"^ivo://irsa\.ipac/spherex_qr2\?(?P<obsid>[^/]+)/D(?P<det>\d)$")
 _URL_RE = re.compile(
@@ -84,13 +77,13 @@ class SimulatedArchive(Archive):
 
     def __init__(
         self,
-        seed: int = 20250501,
-        passes: int = 1,
-        noise: bool = True,
-        psf_header_erratum: bool = False,
-        gzip: bool = False,
-        field_stars: bool = True,
-        truth_table: str | os.PathLike | None = None,
+        seed: int = CONFIG_DEFAULTS["seed"],
+        passes: int = CONFIG_DEFAULTS["passes"],
+        noise: bool = CONFIG_DEFAULTS["noise"],
+        psf_header_erratum: bool = CONFIG_DEFAULTS["psf_header_erratum"],
+        gzip: bool = CONFIG_DEFAULTS["gzip"],
+        field_stars: bool = CONFIG_DEFAULTS["field_stars"],
+        truth_table: str | os.PathLike | None = CONFIG_DEFAULTS["truth_table"],
     ):
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ValueError(f"simulated archive: seed must be an integer, got {seed!r}")

@@ -1,34 +1,39 @@
-"""Photometry settings: the `photometry:` block of the config, with documented defaults."""
+"""Photometry settings: the `photometry:` block of the config.
+
+The defaults are the schema's (``workflow/schemas/config.schema.yaml``, their one home)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from spxflow.format import DEFAULT_MASK_FLAGS, FLAG_BITS
+from spxflow.config import block_defaults
+from spxflow.format import FLAG_BITS
+
+_DEFAULTS = block_defaults("photometry")
 
 
 @dataclass(frozen=True)
 class PhotometrySettings:
     # FLAGS bits whose pixels are excluded from the fit (names of spec §1.4).
-    mask_flags: tuple[str, ...] = DEFAULT_MASK_FLAGS
+    mask_flags: tuple[str, ...] = tuple(_DEFAULTS["mask_flags"])
     # Half-width (native pixels) of the square fit window around the target pixel.
-    fit_half_size_px: int = 6
+    fit_half_size_px: int = _DEFAULTS["fit_half_size_px"]
     # Catalog neighbours whose PSF can reach the window are fitted jointly within this margin.
-    neighbour_margin_px: float = 5.0
+    neighbour_margin_px: float = _DEFAULTS["neighbour_margin_px"]
     # detection_status: detected if S/N >= this, negative if S/N <= -this.
-    detection_snr: float = 3.0
+    detection_snr: float = _DEFAULTS["detection_snr"]
     # Quality limits used for result flags and science_recommended.
-    max_psf_masked_frac: float = 0.4
-    min_psf_window_frac: float = 0.95
-    max_cond_number: float = 1.0e4
-    blend_radius_px: float = 2.0
-    blend_corr: float = 0.5
+    max_psf_masked_frac: float = _DEFAULTS["max_psf_masked_frac"]
+    min_psf_window_frac: float = _DEFAULTS["min_psf_window_frac"]
+    max_cond_number: float = _DEFAULTS["max_cond_number"]
+    blend_radius_px: float = _DEFAULTS["blend_radius_px"]
+    blend_corr: float = _DEFAULTS["blend_corr"]
     # Fractional PSF-model error that the chi-square and core-residual tests allow, so that
     # the tests scale with flux (a bright, well-fit source is not penalised for its S/N).
-    psf_model_tolerance: float = 0.03
+    psf_model_tolerance: float = _DEFAULTS["psf_model_tolerance"]
     # Noise allowance (in sigma) of the chi-square and core-residual tests.
-    quality_nsigma: float = 5.0
-    core_radius_px: float = 2.5
+    quality_nsigma: float = _DEFAULTS["quality_nsigma"]
+    core_radius_px: float = _DEFAULTS["core_radius_px"]
 
     @classmethod
     def from_config(cls, block: dict | None) -> PhotometrySettings:

@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import IdentityTransform
 
+from spxflow.fileio import Written
 from spxflow.plots.style import (
     decode_flag_counts,
     load_result_flags,
@@ -63,7 +64,7 @@ def plot_measurement_qa(
     out_png: str | os.PathLike,
     *,
     result_flags: Mapping[str, tuple[int, str]] | None = None,
-) -> None:
+) -> Written:
     """Write one measurement's QA PNG (960 x 160 px).
 
     ``images``: ``model_images`` output — 2-D ``data``, ``model``, ``residual``, ``mask``
@@ -153,7 +154,7 @@ def plot_measurement_qa(
         family="monospace",
         linespacing=1.1,
     )
-    save_png(fig, out_png, dpi=QA_DPI)
+    return save_png(fig, out_png, dpi=QA_DPI)
 
 
 def _fit_to_panel(img: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -215,7 +216,7 @@ def _margin_text(row: Mapping, images: Mapping, flag_table) -> str:
 _CONTEXT: tuple | None = None
 
 
-def _run_job(job: Mapping) -> tuple[str | None, tuple[str, str] | None]:
+def _run_job(job: Mapping) -> tuple[Written | None, tuple[str, str] | None]:
     model_images, calibration, settings, flag_table = _CONTEXT
     try:
         images = job.get("images")
@@ -228,8 +229,8 @@ def _run_job(job: Mapping) -> tuple[str | None, tuple[str, str] | None]:
                 calibration,
                 settings,
             )
-        plot_measurement_qa(images, job["row"], job["out_png"], result_flags=flag_table)
-        return str(job["out_png"]), None
+        written = plot_measurement_qa(images, job["row"], job["out_png"], result_flags=flag_table)
+        return written, None
     except Exception as exc:  # one bad cutout must not cost the other PNGs
         log.warning("full QA %s failed: %s: %s", job.get("out_png"), type(exc).__name__, exc)
         return None, (str(job.get("out_png")), f"{type(exc).__name__}: {exc}")
@@ -245,7 +246,7 @@ def render_measurement_qas(
     result_flags: Mapping[str, tuple[int, str]] | None = None,
     errors: list | None = None,
     executor: str = "thread",
-) -> list[str]:
+) -> list[Written]:
     """Render many per-measurement QA PNGs in parallel; returns the PNGs written.
 
     ``executor``: ``"thread"`` (default; safe anywhere, but matplotlib holds the GIL, so it
@@ -267,7 +268,7 @@ def render_measurement_qas(
 
     global _CONTEXT
     _CONTEXT = (model_images, calibration, settings, flag_table)
-    written: list[str] = []
+    written: list[Written] = []
     failed: list[tuple[str, str]] = []
     try:
         if threads <= 1 or len(jobs) <= 1:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from spxflow.fileio import Written
 from spxflow.plots.sed import _num, classify_rows
 from spxflow.plots.style import (
     COLOR_NOT_RECOMMENDED,
@@ -49,7 +50,7 @@ def plot_qa_summary(
     title_name: str,
     stamps: list[dict] | None = None,
     result_flags: Mapping[str, tuple[int, str]] | None = None,
-) -> None:
+) -> Written:
     """Write the QA summary PNG (1400 x 1050 px) of one source.
 
     ``stamps``: dicts with ``data``, ``model``, ``residual`` (2-D arrays), optional ``mask``
@@ -101,7 +102,7 @@ def plot_qa_summary(
         fontsize=FONT["label"],
         va="center",
     )
-    save_png(fig, out_png)
+    return save_png(fig, out_png)
 
 
 def _status_order(status: pd.Series) -> list[str]:

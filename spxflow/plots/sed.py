@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from spxflow.fileio import Written
 from spxflow.plots.style import (
     COLOR_LIMIT,
     COLOR_NOT_RECOMMENDED,
@@ -88,7 +89,7 @@ def plot_sed(
     units: str = "fnu",
     scale: str = "linear",
     truth: pd.DataFrame | None = None,
-) -> None:
+) -> Written:
     """Write the SED PNG of one source (about 1320 x 620 px). Raises on bad arguments; the
     caller decides what a failure means (see ``plot_failure_png``)."""
     if units not in UNITS:
@@ -225,7 +226,7 @@ def plot_sed(
         ha="right",
         va="center",
     )
-    save_png(fig, out_png)
+    return save_png(fig, out_png)
 
 
 def _marker(color: str, fill: bool, label: str) -> Line2D:

@@ -7,6 +7,7 @@ Font sizes are passed explicitly instead of through ``rcParams`` for the same re
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 
@@ -16,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from spxflow.fileio import atomic_path
+from spxflow.fileio import Written, write_bytes_atomic
 from spxflow.format import BANDS
 
 # Report-size figures: ~1300 px wide at the report's display width.
@@ -53,10 +54,11 @@ def new_figure(width_in: float, height_in: float, dpi: float = REPORT_DPI) -> Fi
     return fig
 
 
-def save_png(fig: Figure, out_png: str | os.PathLike, dpi: float | None = None) -> None:
-    """Render ``fig`` to ``out_png`` atomically (temporary file, then rename)."""
-    with atomic_path(out_png, suffix=".part") as tmp:
-        fig.savefig(tmp, dpi=dpi or fig.dpi, **PNG_KWARGS)
+def save_png(fig: Figure, out_png: str | os.PathLike, dpi: float | None = None) -> Written:
+    """Render ``fig`` in memory and write it to ``out_png`` atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi or fig.dpi, **PNG_KWARGS)
+    return write_bytes_atomic(out_png, buf.getvalue())
 
 
 def shade_detector_bands(ax, *, label: bool = True, alpha: float = 0.07) -> None:
@@ -103,7 +105,7 @@ def message_panel(ax, text: str, *, fontsize: float | None = None) -> None:
     )
 
 
-def plot_failure_png(out_png: str | os.PathLike, title: str, message: str) -> None:
+def plot_failure_png(out_png: str | os.PathLike, title: str, message: str) -> Written:
     """A labelled placeholder PNG used when a plot could not be made.
 
     The caller (not the plot function) decides to write one, so a plot failure is visible in
@@ -113,7 +115,7 @@ def plot_failure_png(out_png: str | os.PathLike, title: str, message: str) -> No
     ax = fig.add_axes((0.02, 0.05, 0.96, 0.75))
     fig.text(0.5, 0.9, title, ha="center", va="center", fontsize=FONT["title"], color="#a00")
     message_panel(ax, _wrap(message, 110)[:1200], fontsize=FONT["note"])
-    save_png(fig, out_png)
+    return save_png(fig, out_png)
 
 
 def _wrap(text: str, width: int) -> str:

@@ -13,7 +13,7 @@ rule calibration:
         mem_mb=mem_mb_scaled(2000),
         runtime=runtime_scaled(20),
     params:
-        archive=ARCHIVE_SCIENCE,
+        archive=SCIENCE["archive"],
     script:
         "../../scripts/calibration.py"
 

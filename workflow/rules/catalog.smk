@@ -14,7 +14,6 @@ rule validate_catalog:
         mem_mb=mem_mb_scaled(1000),
         runtime=runtime_scaled(10),
     params:
-        options=config["catalog_options"],
-        default_size=config["cutout_size_arcsec"],
+        catalog=CATALOG_SETTINGS.to_params(),
     script:
         "../../scripts/validate_catalog.py"

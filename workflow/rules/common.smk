@@ -1,20 +1,22 @@
 # Config and catalog validation, wildcard constraints and every input/params function.
+# Parsing only reads and validates: Snakemake parses this file for dry runs, --lint,
+# --report and in every job it spawns, so nothing here writes a file or contacts an archive
+# (re-runs are marked beforehand by `python -m spxflow rerun`).
 import os
 
 import yaml
 from snakemake.utils import validate
 
 from spxflow.catalog import CatalogSettings, neighbour_lists, read_catalog
+from spxflow.config import config_schema, validate_config
 from spxflow.configcli import coerce_cli_strings
 from spxflow.format import CALIBRATION_FAMILIES, DETECTORS, calibration_file_name
-from spxflow.identity import archive_science_config
-from spxflow.photometry import PHOTOMETRY_VERSION, PhotometrySettings
+from spxflow.settings import Science
 from spxflow.slug import SLUG_REGEX
-from spxflow.stages import prepare_retry, refresh_discovery
 
-with open(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")) as _fh:
-    coerce_cli_strings(config, yaml.safe_load(_fh))
-validate(config, "../schemas/config.schema.yaml")
+# The schema fills every default (their one home) and names any unknown key by its path.
+coerce_cli_strings(config, config_schema())
+validate_config(config)
 
 CATALOG_SETTINGS = CatalogSettings.from_config(config)
 CATALOG = read_catalog(config["catalog"], CATALOG_SETTINGS)
@@ -30,10 +32,9 @@ TARGETS = {
     for row in CATALOG.itertuples(index=False)
 }
 NEIGHBOURS = neighbour_lists(CATALOG, CATALOG_SETTINGS.neighbour_radius_arcsec)
-ARCHIVE_SCIENCE = archive_science_config(config)
-PHOTOMETRY_SCIENCE = PhotometrySettings.from_config(
-    config.get("photometry", {})
-).science_dict()
+# What changes a measured number, as plain values for params: (a change re-runs the jobs
+# that use it; runtime knobs are read by the jobs from the config and re-run nothing).
+SCIENCE = Science.from_config(config).to_params()
 CALIBRATION_FILES = [
     f"resources/calibration/{calibration_file_name(family, det)}"
     for family in CALIBRATION_FAMILIES
@@ -41,15 +42,6 @@ CALIBRATION_FILES = [
 ]
 CALIBRATION_INDEX = "resources/calibration/calibration_index.json"
 IS_SIMULATED = config["archive"]["backend"] == "simulated"
-
-if config.get("retry_failed"):
-    # Before the DAG is built, so that exactly the sources with failed cutouts re-run.
-    prepare_retry(SOURCES, "results")
-
-if config.get("update"):
-    # Re-query now, before the DAG is built, so that exactly the sources whose image list
-    # changed re-run.
-    refresh_discovery(config, CATALOG, "results")
 
 
 wildcard_constraints:
@@ -60,8 +52,8 @@ wildcard_constraints:
 
 def get_final_outputs():
     # Every user-facing product is requested, not just the manifest: Snakemake re-creates a
-    # missing output only if something asks for it (the cutout index too: retry_failed and
-    # update set it aside to make the source's measure job run again).
+    # missing output only if something asks for it (the cutout index too: `spxflow rerun`
+    # sets it aside to make the source's measure job run again).
     outputs = expand(
         [
             "results/cutouts/{source}.json",
@@ -104,6 +96,8 @@ def get_all_manifests(wildcards=None):
     return expand("results/provenance/{source}_output_manifest.json", source=SOURCES)
 
 
+# Resources live in the rules, here scaled by the attempt (a job killed for memory or time is
+# retried with more); profiles set only cluster-wide things.
 def mem_mb_scaled(base):
     def mem_mb(wildcards, attempt):
         return base * attempt

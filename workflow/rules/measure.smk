@@ -5,10 +5,10 @@
 # spectrum or plot is rebuilt from the measurements without re-downloading.
 rule measure:
     input:
-        calibration=CALIBRATION_INDEX,
+        calibration_index=CALIBRATION_INDEX,
     output:
         discovery="results/discovery/{source}.parquet",
-        index="results/cutouts/{source}.json",
+        cutout_index="results/cutouts/{source}.json",
         measurements="results/measurements/{source}.parquet",
         stamps="results/qa/{source}/{source}_stamps.npz",
     log:
@@ -27,8 +27,6 @@ rule measure:
     params:
         target=get_target,
         neighbours=get_neighbours,
-        archive=ARCHIVE_SCIENCE,
-        photometry=PHOTOMETRY_SCIENCE,
-        photometry_version=PHOTOMETRY_VERSION,
+        science=SCIENCE,
     script:
         "../../scripts/measure.py"

@@ -7,11 +7,11 @@ rule source_products:
         stamps="results/qa/{source}/{source}_stamps.npz",
         discovery="results/discovery/{source}.parquet",
         cutout_index="results/cutouts/{source}.json",
-        calibration=CALIBRATION_INDEX,
+        calibration_index=CALIBRATION_INDEX,
     output:
         spectrum="results/spectra/{source}.csv",
         provenance="results/provenance/{source}_provenance.json",
-        index="results/provenance/{source}_measurement_index.json",
+        measurement_index="results/provenance/{source}_measurement_index.json",
         sed=report(
             "results/plots/{source}_sed.png",
             caption="../report/sed.rst",
@@ -37,14 +37,12 @@ rule source_products:
     conda:
         "../../envs/spxflow.yaml"
     resources:
-        mem_mb=mem_mb_scaled(1000),
+        mem_mb=mem_mb_scaled(1500),
         runtime=runtime_scaled(10),
     params:
         target=get_target,
         neighbours=get_neighbours,
-        photometry=PHOTOMETRY_SCIENCE,
-        photometry_version=PHOTOMETRY_VERSION,
-        archive=ARCHIVE_SCIENCE,
+        science=SCIENCE,
         plots=config["plots"],
     script:
         "../../scripts/source_products.py"

@@ -1,10 +1,11 @@
 # Full QA (qa_level: full): one PNG per measurement, never touching science outputs.
 rule qa_full:
     # Cutouts are used where cleanup=never kept them; otherwise full QA says so instead of
-    # re-downloading (see spxflow.stages.full_qa).
+    # re-downloading (see spxflow.rules.qa_full). The cutout index orders it after measure.
     input:
         measurements="results/measurements/{source}.parquet",
-        index="results/cutouts/{source}.json",
+        cutout_index="results/cutouts/{source}.json",
+        calibration_index=CALIBRATION_INDEX,
     output:
         pngs=directory("results/qa/{source}/measurements"),
         manifest="results/qa/{source}/{source}_qa_manifest.json",
@@ -22,7 +23,7 @@ rule qa_full:
     params:
         target=get_target,
         neighbours=get_neighbours,
-        photometry=PHOTOMETRY_SCIENCE,
+        science=SCIENCE,
         cutout_dir="data/cutouts/{source}",
     script:
         "../../scripts/qa_full.py"

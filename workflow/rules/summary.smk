@@ -28,7 +28,7 @@ rule summary:
 rule accuracy:
     input:
         measurements=get_all_measurements(),
-        indexes=get_all_cutout_indexes(),
+        cutout_indexes=get_all_cutout_indexes(),
     output:
         report(
             "results/validation/accuracy.csv",
@@ -64,5 +64,9 @@ rule check:
     resources:
         mem_mb=mem_mb_scaled(2000),
         runtime=runtime_scaled(30),
+    params:
+        provenance_dir="results/provenance",
+        qa_dir="results/qa",
+        report="results/check/check_report.json",
     script:
         "../../scripts/check.py"

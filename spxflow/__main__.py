@@ -1,0 +1,5 @@
+import sys
+
+from spxflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""``python -m spxflow``: the steps that run outside the DAG.
+
+``rerun --update`` / ``rerun --retry-failed`` mark sources for their measure job to run again
+(see ``spxflow.rerun``), once, before Snakemake builds its DAG; with arguments after ``--``
+it then runs ``snakemake`` with them. ``config-defaults`` prints the full default
+configuration (the schema's defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from spxflow import rerun
+from spxflow.config import config_defaults
+
+
+def _measured_sources(results_dir: Path) -> list[str]:
+    return sorted(
+        p.name[: -len(".json")]
+        for p in (results_dir / "cutouts").glob("*.json")
+        if not p.name.endswith(".retry.json")
+    )
+
+
+def _snakemake_running(workdir: Path) -> bool:
+    # Snakemake holds lock files while a run is active; marking then could set aside an
+    # output a running job has just written.
+    locks = workdir / ".snakemake" / "locks"
+    return locks.is_dir() and any(locks.iterdir())
+
+
+def cmd_rerun(args) -> int:
+    results = Path(args.results)
+    if _snakemake_running(Path.cwd()):
+        print(
+            "spxflow rerun: a Snakemake run holds locks in .snakemake/locks; wait for it to "
+            "finish (or run `snakemake --unlock` if it crashed), then try again",
+            file=sys.stderr,
+        )
+        return 2
+    sources = args.sources or _measured_sources(results)
+    if args.update:
+        marked = rerun.mark_for_update(sources, str(results))
+        what = "re-query discovery; images measured before are carried over"
+    else:
+        marked = rerun.mark_failed(sources, str(results))
+        what = "re-fetch the cutouts that failed; the others are carried over"
+    print(
+        f"spxflow rerun: {len(marked)} of {len(sources)} measured source(s) marked to {what}"
+        + (f": {', '.join(marked[:20])}" + (" ..." if len(marked) > 20 else "") if marked else "")
+    )
+    if not args.snakemake_args:
+        if marked:
+            print("spxflow rerun: now run snakemake (with your usual profile) to re-measure them")
+        return 0
+    command = [sys.executable, "-m", "snakemake", *args.snakemake_args]
+    print("spxflow rerun: running", " ".join(command[2:]), flush=True)
+    return subprocess.call(command)
+
+
+def cmd_config_defaults(args) -> int:
+    sys.stdout.write(yaml.safe_dump(config_defaults(), sort_keys=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    snakemake_args: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, snakemake_args = argv[:i], argv[i + 1 :]
+    parser = argparse.ArgumentParser(prog="python -m spxflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "rerun",
+        help="mark measured sources to be measured again, then optionally run snakemake",
+        description="Mark sources so that the next `snakemake` run measures them again. "
+        "Arguments after `--` are passed to snakemake, which then runs.",
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
+        "--update",
+        action="store_true",
+        help="every measured source re-queries discovery once; only new images are fetched",
+    )
+    mode.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="sources with failed cutouts fetch only those again",
+    )
+    p.add_argument("--results", default="results", help="results directory (default: results)")
+    p.add_argument("--sources", nargs="+", help="only these sources (file-name slugs)")
+    p.set_defaults(func=cmd_rerun)
+    d = sub.add_parser("config-defaults", help="print every config key with its default")
+    d.set_defaults(func=cmd_config_defaults)
+    args = parser.parse_args(argv)
+    args.snakemake_args = snakemake_args
+    return args.func(args)

@@ -1,0 +1,127 @@
+"""Re-running measured sources without losing what they measured.
+
+``python -m spxflow rerun`` marks sources before Snakemake builds its DAG (never while the
+Snakefile is parsed, which happens for dry runs, ``--lint``, ``--report`` and in every spawned
+job). Marking a source sets its cutout index and measurements aside under ``*.retry.*`` names:
+the missing cutout index (requested by ``rule all``) makes Snakemake re-run the source's
+measure job, which carries the set-aside rows over instead of fetching those images again
+(Snakemake deletes a job's outputs before it runs, hence the other name) and removes the
+set-aside files once it has written its own outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from spxflow.fileio import read_json
+from spxflow.identity import measurement_id
+
+
+def set_aside_paths(source: str, results_dir: str = "results") -> dict[str, tuple[str, str]]:
+    """What a mark sets aside: name -> (output path, set-aside path)."""
+    index = os.path.join(results_dir, "cutouts", f"{source}.json")
+    meas = os.path.join(results_dir, "measurements", f"{source}.parquet")
+    stamps = os.path.join(results_dir, "qa", source, f"{source}_stamps.npz")
+    return {
+        "cutout_index": (index, index[: -len(".json")] + ".retry.json"),
+        "measurements": (meas, meas[: -len(".parquet")] + ".retry.parquet"),
+        "stamps": (stamps, stamps[: -len(".npz")] + ".retry.npz"),
+    }
+
+
+def _set_aside(source: str, results_dir: str) -> None:
+    for path, aside in set_aside_paths(source, results_dir).values():
+        if os.path.exists(path):
+            os.replace(path, aside)
+
+
+def mark_for_update(sources: list[str], results_dir: str = "results") -> list[str]:
+    """Mark every measured source: its measure job re-queries discovery once, carries over
+    the images it measured before and fetches only new ones."""
+    marked = [
+        s for s in sources if os.path.exists(set_aside_paths(s, results_dir)["cutout_index"][0])
+    ]
+    for source in marked:
+        _set_aside(source, results_dir)
+    return marked
+
+
+def mark_failed(sources: list[str], results_dir: str = "results") -> list[str]:
+    """Mark the sources whose cutout index records failed fetches: their measure job fetches
+    only the failed images again."""
+    marked = []
+    for source in sources:
+        path = set_aside_paths(source, results_dir)["cutout_index"][0]
+        if os.path.exists(path) and read_json(path).get("n_failed", 0):
+            _set_aside(source, results_dir)
+            marked.append(source)
+    return marked
+
+
+@dataclass(frozen=True)
+class CarryOver:
+    """What an earlier run of a marked source measured and this run keeps."""
+
+    # image_id -> the earlier cutout-index entry (fetch succeeded).
+    entries: dict = field(default_factory=dict)
+    # image_id -> the earlier measurement row.
+    rows: dict = field(default_factory=dict)
+    # file_name -> the earlier QA stamp (data, model, residual, mask, label).
+    stamps: dict = field(default_factory=dict)
+
+
+def carried_over(
+    source: str,
+    target: dict,
+    backend: str,
+    config_hash: str,
+    photometry_version: str,
+    results_dir: str = "results",
+) -> CarryOver:
+    """The set-aside measurements this run would reproduce (same backend, cutout size and
+    science settings: the measurement id says so); empty when the source was not marked."""
+    from spxflow.stamps import read_stamps
+
+    paths = set_aside_paths(source, results_dir)
+    index_path, meas_path = paths["cutout_index"][1], paths["measurements"][1]
+    if not (os.path.exists(index_path) and os.path.exists(meas_path)):
+        return CarryOver()
+    previous = read_json(index_path)
+    if (
+        previous.get("backend") != backend
+        or previous.get("cutout_size_arcsec") != target["cutout_size_arcsec"]
+    ):
+        return CarryOver()
+    rows = {}
+    for r in pd.read_parquet(meas_path).to_dict(orient="records"):
+        expected = measurement_id(
+            source, r["image_id"], target["cutout_size_arcsec"], config_hash, photometry_version
+        )
+        if r["measurement_id"] == expected:
+            rows[r["image_id"]] = r
+    # Rows of images whose fetch failed are not carried: their index entry is not "ok".
+    entries = {
+        e["image_id"]: e
+        for e in previous["images"]
+        if e["status"] == "ok" and e["image_id"] in rows
+    }
+    stamps_path = paths["stamps"][1]
+    stamps = read_stamps(stamps_path) if os.path.exists(stamps_path) else {}
+    return CarryOver(entries, {k: rows[k] for k in entries}, stamps)
+
+
+def carried_frame(carry: CarryOver) -> pd.DataFrame | None:
+    """The carried rows as a table (None when nothing is carried)."""
+    if not carry.rows:
+        return None
+    return pd.DataFrame(list(carry.rows.values()))
+
+
+def discard_set_aside(source: str, results_dir: str = "results") -> None:
+    """Remove a marked source's set-aside files once its new outputs are written."""
+    for _, aside in set_aside_paths(source, results_dir).values():
+        if os.path.exists(aside):
+            os.unlink(aside)

@@ -1,0 +1,387 @@
+"""One function per workflow rule, named after it and listed in DAG order.
+
+Each takes typed settings (``spxflow.settings``) and paths, never the raw config; the rule
+scripts under ``scripts/`` only unpack the ``snakemake`` object and call these, so every rule
+is importable and testable without Snakemake. Each job is a straight line of values: no file
+it writes is read back by the same job (writers return ``Written`` records for manifests).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from spxflow import __version__
+from spxflow import catalog as catalog_io
+from spxflow.archive import make_archive, normalise_discovery
+from spxflow.calibration_files import calibration_index as build_calibration_index
+from spxflow.calibration_files import load_calibration
+from spxflow.columns import empty_measurements
+from spxflow.cutouts import cutout_index, fetch_cutouts, prepare_cutout_dir
+from spxflow.diskbudget import CutoutDiskBudget
+from spxflow.fileio import (
+    read_json,
+    sha256_file,
+    write_csv_atomic,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+from spxflow.manifest import check_manifests, write_manifest
+from spxflow.measurements import assemble, failure_rows
+from spxflow.provenance import measurement_index, provenance, spectrum_table
+from spxflow.rerun import carried_frame, carried_over, discard_set_aside
+from spxflow.settings import ArchiveScience, Runtime, Science
+from spxflow.stamps import load_stamps, make_stamps, write_stamps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MeasureOutputs:
+    discovery: str
+    cutout_index: str
+    measurements: str
+    stamps: str
+
+
+@dataclass(frozen=True)
+class ProductInputs:
+    measurements: str
+    stamps: str
+    discovery: str
+    cutout_index: str
+    calibration_index: str
+
+
+@dataclass(frozen=True)
+class ProductOutputs:
+    spectrum: str
+    provenance: str
+    measurement_index: str
+    sed: str
+    qa: str
+    manifest: str
+
+
+# --- validate_catalog ----------------------------------------------------------------------
+def validate_catalog(settings: catalog_io.CatalogSettings, catalog_path: str, out_csv: str) -> None:
+    table = catalog_io.read_catalog(catalog_path, settings)
+    write_csv_atomic(out_csv, table)
+    log.info("catalog %s: %d sources valid", catalog_path, len(table))
+
+
+# --- calibration ---------------------------------------------------------------------------
+def calibration(
+    science: ArchiveScience, runtime: Runtime, family: str, detector: int, out_path: str
+) -> None:
+    archive = make_archive(science, runtime.archive)
+    cal = archive.fetch_calibration(family, detector, Path(out_path))
+    log.info(
+        "calibration %s D%d: %s (%d bytes, sha256 %s)",
+        family,
+        detector,
+        cal.calibration_id,
+        cal.size_bytes,
+        cal.sha256[:12],
+    )
+
+
+def calibration_index(paths: list[str], out_json: str) -> None:
+    index = build_calibration_index(paths)
+    write_json_atomic(out_json, index)
+    log.info("calibration index: %d products", len(index["products"]))
+
+
+# --- measure -------------------------------------------------------------------------------
+def measure(
+    science: Science,
+    runtime: Runtime,
+    source: str,
+    target: dict,
+    neighbours: list,
+    calibration_index_path: str,
+    out: MeasureOutputs,
+    threads: int = 1,
+    data_dir: str = "data",
+) -> None:
+    """Discover, fetch and measure one source: discovery table, cutout index, measurements
+    and QA stamps, written at the end.
+
+    One job per source instead of three keeps the DAG small (Snakemake costs ~3 ms per job
+    at 10,000 sources) and needs no directory output: the cutouts live in
+    ``data/cutouts/{source}/`` only while this job runs, unless ``cleanup: never`` keeps them
+    (a later run then reuses the ones still valid for the same request).
+    """
+    from spxflow.photometry import measure_cutouts
+
+    results_dir = str(Path(out.cutout_index).parents[1])
+    archive = make_archive(science.archive, runtime.archive)
+    calibration_set = load_calibration(read_json(calibration_index_path), source)
+
+    # discover
+    ra, dec = target["ra_deg"], target["dec_deg"]
+    discovery = normalise_discovery(archive.discover(ra, dec, science.archive.search_radius_arcsec))
+    discovered = discovery.to_dict(orient="records")
+    log.info("source %s: %d Level-2 images cover the position", source, len(discovered))
+
+    # fetch (images measured before, when `spxflow rerun` marked the source, are carried)
+    carry = carried_over(
+        source,
+        target,
+        science.archive.backend,
+        science.config_hash,
+        science.photometry_version,
+        results_dir,
+    )
+    to_fetch = [r for r in discovered if str(r["obs_publisher_did"]) not in carry.entries]
+    if carry.entries:
+        log.info(
+            "source %s: fetching %d image(s); %d measured earlier are carried over",
+            source,
+            len(to_fetch),
+            len(carry.entries),
+        )
+    cutouts = os.path.join(data_dir, "cutouts", source)
+    prepare_cutout_dir(cutouts, target)
+    budget = CutoutDiskBudget.from_runtime(runtime, os.path.join(data_dir, "cutouts"))
+    fetched = fetch_cutouts(archive, to_fetch, source, target, cutouts, budget)
+    index = cutout_index(
+        source, science.archive.backend, target, discovered, carry.entries, fetched
+    )
+    log.info("source %s: %d of %d cutouts fetched", source, index["n_ok"], index["n_images"])
+
+    # measure
+    ok = [e for e in index["images"] if e["status"] == "ok" and not e.get("carried")]
+    failed = [e for e in index["images"] if e["status"] != "ok"]
+    nbrs = [tuple(n) for n in neighbours]
+    measured = None
+    if ok:
+        paths = [os.path.join(cutouts, e["file_name"]) for e in ok]
+        measured = measure_cutouts(
+            paths, ra, dec, nbrs, calibration_set, science.photometry, threads=threads
+        )
+    table = assemble(
+        [measured, failure_rows(failed, target) if failed else None, carried_frame(carry)],
+        source,
+        target,
+        {e["file_name"]: e["image_id"] for e in index["images"]},
+        science.config_hash,
+        science.photometry_version,
+    )
+    stamps = make_stamps(
+        table, cutouts, target, nbrs, calibration_set, science.photometry, carry.stamps
+    )
+
+    # write
+    write_parquet_atomic(out.discovery, discovery)
+    write_json_atomic(out.cutout_index, index)
+    write_parquet_atomic(out.measurements, table)
+    write_stamps(out.stamps, stamps)
+    discard_set_aside(source, results_dir)
+    log.info(
+        "source %s: %d measurements (%d detected, %d recommended, %d failed)",
+        source,
+        len(table),
+        int((table["detection_status"] == "detected").sum()),
+        int(table["science_recommended"].sum()),
+        int((table["detection_status"] == "failed").sum()),
+    )
+    if runtime.cleanup == "success-after-source":
+        shutil.rmtree(cutouts, ignore_errors=True)
+        log.info("source %s: cutouts deleted (cleanup=success-after-source)", source)
+
+
+# --- source_products -----------------------------------------------------------------------
+def source_products(
+    science: Science,
+    plots: dict,
+    runtime: Runtime,
+    source: str,
+    target: dict,
+    neighbours: list,
+    inp: ProductInputs,
+    out: ProductOutputs,
+) -> None:
+    """Spectrum CSV, provenance, measurement index, plots and the output manifest."""
+    df = pd.read_parquet(inp.measurements)
+    index = read_json(inp.cutout_index)
+    calibration = read_json(inp.calibration_index)
+    config_hash = science.config_hash
+
+    spectrum = write_csv_atomic(out.spectrum, spectrum_table(df, config_hash), float_format="%.10g")
+    m_index = write_json_atomic(
+        out.measurement_index, measurement_index(source, config_hash, spectrum.sha256, df)
+    )
+    prov = write_json_atomic(
+        out.provenance, provenance(source, target, neighbours, science, index, calibration)
+    )
+    truth = _truth_sed(science, runtime, target) if len(df) else None
+    pngs, problems = _plots(df, target, plots, truth, inp.stamps, out.sed, out.qa)
+    write_manifest(
+        out.manifest,
+        source=source,
+        files=[
+            inp.measurements,
+            inp.stamps,
+            inp.discovery,
+            inp.cutout_index,
+            spectrum,
+            prov,
+            m_index,
+            *pngs,
+        ],
+        measurement_ids=df["measurement_id"].tolist(),
+        rows_sha256=spectrum.sha256,
+        config_hash=config_hash,
+        code_version=__version__,
+        problems=problems,
+    )
+
+
+def _truth_sed(science: Science, runtime: Runtime, target: dict) -> pd.DataFrame | None:
+    """The injected SED of a simulated source, drawn as a line on its SED plot (display only;
+    the measurements never see it)."""
+    archive = make_archive(science.archive, runtime.archive)
+    wl = np.linspace(0.72, 5.05, 600)
+    flux = archive.truth_sed(target["ra_deg"], target["dec_deg"], wl)
+    if flux is None:
+        return None
+    return pd.DataFrame({"wavelength_um": wl, "flux_uJy": flux})
+
+
+def _plots(df, target, plots, truth, stamps_path, sed_png, qa_png):
+    """Render the SED and QA plots; a failure becomes a labelled placeholder and a manifest
+    problem instead of costing the science outputs. Returns (written PNGs, problems)."""
+    from spxflow.plots import plot_failure_png, plot_qa_summary, plot_sed
+
+    problems, written = [], []
+    try:
+        written.append(
+            plot_sed(
+                df,
+                sed_png,
+                title_name=target["name"],
+                ra=target["ra_deg"],
+                dec=target["dec_deg"],
+                units=plots["sed_units"],
+                scale=plots["sed_scale"],
+                truth=truth,
+            )
+        )
+    except Exception as exc:
+        log.exception("SED plot failed for %s", target["name"])
+        problems.append(f"sed plot failed: {type(exc).__name__}: {exc}")
+        written.append(plot_failure_png(sed_png, f"SED plot failed for {target['name']}", str(exc)))
+    try:
+        written.append(
+            plot_qa_summary(df, qa_png, title_name=target["name"], stamps=load_stamps(stamps_path))
+        )
+    except Exception as exc:
+        log.exception("QA summary failed for %s", target["name"])
+        problems.append(f"qa summary failed: {type(exc).__name__}: {exc}")
+        written.append(
+            plot_failure_png(qa_png, f"QA summary failed for {target['name']}", str(exc))
+        )
+    return written, problems
+
+
+# --- qa_full -------------------------------------------------------------------------------
+def qa_full(
+    science: Science,
+    runtime: Runtime,
+    source: str,
+    target: dict,
+    neighbours: list,
+    cutout_dir: str,
+    measurements_path: str,
+    calibration_index_path: str,
+    out_pngs: str,
+    out_manifest: str,
+    threads: int = 1,
+) -> None:
+    """One QA PNG per measurement from kept cutouts; says so (and re-downloads nothing) when
+    the cutouts were cleaned up. Never touches science outputs or measurement ids."""
+    from spxflow.plots import render_measurement_qas
+
+    df = pd.read_parquet(measurements_path)
+    out_dir = Path(out_pngs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    measured = df[df["detection_status"] != "failed"]
+    jobs = [
+        {
+            "path": os.path.join(cutout_dir, row.file_name),
+            "row": row._asdict(),
+            "out_png": str(out_dir / f"{row.measurement_id}_qa.png"),
+            "ra": target["ra_deg"],
+            "dec": target["dec_deg"],
+            "neighbours": [tuple(n) for n in neighbours],
+        }
+        for row in measured.itertuples(index=False)
+        if os.path.exists(os.path.join(cutout_dir, row.file_name))
+    ]
+    problems = []
+    if len(jobs) < len(measured):
+        problems.append(
+            f"{len(measured) - len(jobs)} of {len(measured)} cutouts of {source} are not on disk "
+            f"(cleanup={runtime.cleanup}), so their full-QA PNGs were not made; nothing was "
+            f"re-downloaded. To make them: snakemake --config cleanup=never qa_level=full "
+            f"--forcerun measure"
+        )
+        log.warning(problems[-1])
+    written = []
+    if jobs:
+        calibration_set = load_calibration(read_json(calibration_index_path), source)
+        written = render_measurement_qas(
+            jobs, threads=threads, calibration=calibration_set, settings=science.photometry
+        )
+    write_manifest(
+        out_manifest,
+        source=source,
+        files=written,
+        measurement_ids=measured["measurement_id"].tolist(),
+        rows_sha256=sha256_file(measurements_path),
+        config_hash="",
+        code_version=__version__,
+        kind="qa",
+        problems=problems,
+    )
+
+
+# --- summary -------------------------------------------------------------------------------
+def summary(catalog_csv: str, measurement_paths: list[str], out_sources: str, out_fits: str):
+    from spxflow.summary import build_sources_summary, write_measurements_fits
+
+    catalog = pd.read_csv(catalog_csv, dtype={"source": str, "name": str})
+    tables = {Path(p).stem: pd.read_parquet(p) for p in measurement_paths}
+    write_csv_atomic(
+        out_sources, build_sources_summary(catalog, tables, failures={}), float_format="%.6g"
+    )
+    rows = [t for t in tables.values() if len(t)]
+    merged = pd.concat(rows, ignore_index=True) if rows else empty_measurements()
+    write_measurements_fits(merged, out_fits)
+
+
+# --- accuracy ------------------------------------------------------------------------------
+def accuracy(measurement_paths: list[str], cutout_index_paths: list[str], out_csv: str) -> None:
+    from spxflow.validation import accuracy_table, truth_from_indexes
+
+    meas = pd.concat([pd.read_parquet(p) for p in measurement_paths], ignore_index=True)
+    truth = truth_from_indexes([read_json(p) for p in cutout_index_paths])
+    table = accuracy_table(meas, truth)
+    write_csv_atomic(out_csv, table, float_format="%.6g")
+    log.info("accuracy vs injected truth:\n%s", table.to_string(index=False))
+
+
+# --- check ---------------------------------------------------------------------------------
+def check(provenance_dir: str, qa_dir: str, out_json: str) -> None:
+    """Verify every manifest; see ``spxflow.manifest.check_manifests``."""
+    manifests = sorted(glob.glob(os.path.join(provenance_dir, "*_output_manifest.json")))
+    manifests += sorted(glob.glob(os.path.join(qa_dir, "*", "*_qa_manifest.json")))
+    check_manifests(manifests, out_json)

@@ -1,0 +1,110 @@
+"""The two typed objects every job gets: what it measures (science) and how it runs (runtime).
+
+``Science`` holds every setting that changes a measured number; rules pass it through
+``params:`` so that changing one re-runs the jobs it affects. ``Runtime`` holds the knobs that
+never change a result (URLs, timeouts, concurrency, cleanup, disk bound); jobs read it from the
+config, outside ``params:``, so changing one re-runs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spxflow.config import completed_config
+from spxflow.identity import science_config_hash
+from spxflow.photometry import PHOTOMETRY_VERSION, PhotometrySettings
+
+# Keys of each backend's block that change what is discovered or measured.
+ARCHIVE_SCIENCE_KEYS = {
+    "simulated": ("seed", "passes", "noise", "psf_header_erratum", "field_stars", "truth_table"),
+    "irsa": ("collections",),
+}
+
+
+@dataclass(frozen=True)
+class ArchiveScience:
+    backend: str
+    search_radius_arcsec: float
+    # The backend block's science keys (ARCHIVE_SCIENCE_KEYS).
+    options: dict
+
+    def to_params(self) -> dict:
+        return {
+            "backend": self.backend,
+            "search_radius_arcsec": self.search_radius_arcsec,
+            **self.options,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict) -> ArchiveScience:
+        params = dict(params)
+        backend = params.pop("backend")
+        radius = float(params.pop("search_radius_arcsec"))
+        return cls(backend, radius, params)
+
+
+@dataclass(frozen=True)
+class Science:
+    archive: ArchiveScience
+    photometry: PhotometrySettings
+    photometry_version: str = PHOTOMETRY_VERSION
+
+    @classmethod
+    def from_config(cls, config: dict) -> Science:
+        config = completed_config(config)
+        archive = config["archive"]
+        backend = archive["backend"]
+        block = archive[backend]
+        return cls(
+            ArchiveScience(
+                backend,
+                float(archive["search_radius_arcsec"]),
+                {k: block[k] for k in ARCHIVE_SCIENCE_KEYS[backend]},
+            ),
+            PhotometrySettings.from_config(config["photometry"]),
+        )
+
+    def to_params(self) -> dict:
+        """Plain, deterministic values for ``params:`` (compared by Snakemake between runs)."""
+        return {
+            "archive": self.archive.to_params(),
+            "photometry": self.photometry.science_dict(),
+            "photometry_version": self.photometry_version,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict) -> Science:
+        return cls(
+            ArchiveScience.from_params(params["archive"]),
+            PhotometrySettings.from_config(params["photometry"]),
+            params["photometry_version"],
+        )
+
+    @property
+    def config_hash(self) -> str:
+        """The hash recorded in every spectrum row and measurement id."""
+        return science_config_hash(self.photometry.science_dict(), self.photometry_version)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    # The backend block's keys that are not science (URLs, timeouts, concurrency, ...).
+    archive: dict
+    cleanup: str
+    qa_level: str
+    max_live_cutout_gb: float | None
+    cutout_budget_max_wait_s: float
+
+    @classmethod
+    def from_config(cls, config: dict) -> Runtime:
+        config = completed_config(config)
+        backend = config["archive"]["backend"]
+        block = config["archive"][backend]
+        science = ARCHIVE_SCIENCE_KEYS[backend]
+        return cls(
+            archive={k: v for k, v in block.items() if k not in science},
+            cleanup=config["cleanup"],
+            qa_level=config["qa_level"],
+            max_live_cutout_gb=config["max_live_cutout_gb"],
+            cutout_budget_max_wait_s=float(config["cutout_budget_max_wait_s"]),
+        )

@@ -1,0 +1,256 @@
+"""Every rule function of ``spxflow.rules``, called directly on small inputs (no Snakemake).
+
+The archive is the simulated one, cut down to a few images per source, so the whole chain
+validate_catalog -> ... -> check runs in seconds. The measure and source_products jobs are
+also held to their straight line: no file they write is read back, and provenance copies the
+calibration checksums instead of hashing the products again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from spxflow import rerun, rules
+from spxflow.archive.simulated import SimulatedArchive
+from spxflow.catalog import CatalogError, CatalogSettings
+from spxflow.fileio import read_json, sha256_file
+from spxflow.format import CALIBRATION_FAMILIES, DETECTORS, calibration_file_name
+from spxflow.manifest import verify_manifest
+from spxflow.settings import Runtime, Science
+from spxflow.stamps import read_stamps
+
+N_IMAGES = 4
+CATALOG = "Name,RA_deg,DEC_deg,cutout_size_arcsec\nCalibStar,100.20,-10.00,45\n"
+TARGET = {"name": "CalibStar", "ra_deg": 100.2, "dec_deg": -10.0, "cutout_size_arcsec": 45.0}
+SOURCE = "CalibStar"
+
+
+class FewImages:
+    """The simulated archive with only the first few images per position; the last one's
+    fetch fails. Counts the rows it is asked to fetch."""
+
+    def __init__(self):
+        self.sim = SimulatedArchive()
+        self.fetched_rows = []
+
+    def discover(self, ra, dec, radius_arcsec=0.0):
+        return self.sim.discover(ra, dec, radius_arcsec).head(N_IMAGES)
+
+    def fetch_cutouts(self, rows, ra, dec, size, dest):
+        rows = list(rows)
+        self.fetched_rows.append(len(rows))
+        return [
+            dataclasses.replace(r, status="failed", reason="test outage", path=None)
+            if r.image_id == self.failing
+            else r
+            for r in self.sim.fetch_cutouts(rows, ra, dec, size, dest)
+        ]
+
+    def fetch_calibration(self, family, detector, path):
+        return self.sim.fetch_calibration(family, detector, path)
+
+    def truth_sed(self, *args, **kwargs):
+        return self.sim.truth_sed(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A project folder in which the rules run in DAG order; returns (dir, archive, paths)."""
+    root = tmp_path_factory.mktemp("rules")
+    old = os.getcwd()
+    os.chdir(root)
+    archive = FewImages()
+    ids = archive.discover(TARGET["ra_deg"], TARGET["dec_deg"])["obs_publisher_did"]
+    archive.failing = str(ids.iloc[-1])
+    mp = pytest.MonkeyPatch()
+    mp.setattr(rules, "make_archive", lambda science, runtime: archive)
+    yield root, archive
+    mp.undo()
+    os.chdir(old)
+
+
+SCIENCE = Science.from_config({})
+RUNTIME = Runtime.from_config({})
+OUT = rules.MeasureOutputs(
+    discovery=f"results/discovery/{SOURCE}.parquet",
+    cutout_index=f"results/cutouts/{SOURCE}.json",
+    measurements=f"results/measurements/{SOURCE}.parquet",
+    stamps=f"results/qa/{SOURCE}/{SOURCE}_stamps.npz",
+)
+PRODUCTS = rules.ProductOutputs(
+    spectrum=f"results/spectra/{SOURCE}.csv",
+    provenance=f"results/provenance/{SOURCE}_provenance.json",
+    measurement_index=f"results/provenance/{SOURCE}_measurement_index.json",
+    sed=f"results/plots/{SOURCE}_sed.png",
+    qa=f"results/qa/{SOURCE}/{SOURCE}_qa_summary.png",
+    manifest=f"results/provenance/{SOURCE}_output_manifest.json",
+)
+CAL_INDEX = "resources/calibration/calibration_index.json"
+
+
+def _reads(monkeypatch) -> list[str]:
+    """Record every path the rules read through pandas or read_json."""
+    seen: list[str] = []
+    real_parquet, real_json = pd.read_parquet, rules.read_json
+
+    def read_parquet(path, *a, **k):
+        seen.append(str(path))
+        return real_parquet(path, *a, **k)
+
+    def read(path):
+        seen.append(str(path))
+        return real_json(path)
+
+    monkeypatch.setattr(pd, "read_parquet", read_parquet)
+    monkeypatch.setattr(rules, "read_json", read)
+    return seen
+
+
+def test_validate_catalog(work):
+    with open("catalog.csv", "w") as fh:
+        fh.write(CATALOG)
+    rules.validate_catalog(CatalogSettings.from_config({}), "catalog.csv", "results/catalog.csv")
+    table = pd.read_csv("results/catalog.csv")
+    assert table["source"].tolist() == [SOURCE]
+    open("empty.csv", "w").close()
+    with pytest.raises(CatalogError, match="empty.csv.*is empty"):
+        rules.validate_catalog(CatalogSettings.from_config({}), "empty.csv", "results/x.csv")
+    assert not os.path.exists("results/x.csv")
+
+
+def test_calibration_and_its_index(work):
+    paths = []
+    for family in CALIBRATION_FAMILIES:
+        for det in DETECTORS:
+            path = f"resources/calibration/{calibration_file_name(family, det)}"
+            rules.calibration(SCIENCE.archive, RUNTIME, family, det, path)
+            paths.append(path)
+    rules.calibration_index(paths, CAL_INDEX)
+    products = read_json(CAL_INDEX)["products"]
+    assert sorted(p["path"] for p in products) == sorted(paths)
+    assert all(p["sha256"] == sha256_file(p["path"]) for p in products)
+
+
+def test_measure_is_one_straight_line(work, monkeypatch):
+    _, archive = work
+    reads = _reads(monkeypatch)
+    rules.measure(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    assert not set(reads) & set(dataclasses.astuple(OUT)), "an output was read back"
+    index = read_json(OUT.cutout_index)
+    assert (index["n_images"], index["n_ok"], index["n_failed"]) == (N_IMAGES, N_IMAGES - 1, 1)
+    table = pd.read_parquet(OUT.measurements)
+    assert len(table) == N_IMAGES and (table["detection_status"] == "failed").sum() == 1
+    assert table["measurement_id"].is_unique
+    assert len(pd.read_parquet(OUT.discovery)) == N_IMAGES
+    assert not os.path.exists(f"data/cutouts/{SOURCE}")  # cleanup=success-after-source
+
+
+def test_measure_after_retry_failed_fetches_only_the_failed_image(work):
+    _, archive = work
+    before = pd.read_parquet(OUT.measurements)
+    assert rerun.mark_failed([SOURCE]) == [SOURCE]
+    assert not os.path.exists(OUT.cutout_index)
+    archive.fetched_rows.clear()
+    archive.failing = None  # the outage is over
+    rules.measure(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    assert archive.fetched_rows == [1]
+    after = pd.read_parquet(OUT.measurements)
+    assert (after["detection_status"] == "failed").sum() == 0
+    kept = before[before["detection_status"] != "failed"].set_index("measurement_id")
+    pd.testing.assert_frame_equal(after.set_index("measurement_id").loc[kept.index], kept)
+    assert not any(p.endswith(".retry.json") for p in os.listdir("results/cutouts"))
+
+
+def test_measure_after_update_fetches_nothing_new_and_keeps_the_stamps(work):
+    _, archive = work
+    before = pd.read_parquet(OUT.measurements)
+    stamps_before = read_stamps(OUT.stamps)
+    assert rerun.mark_for_update([SOURCE, "never_measured"]) == [SOURCE]
+    archive.fetched_rows.clear()
+    rules.measure(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    assert archive.fetched_rows == [0]
+    pd.testing.assert_frame_equal(pd.read_parquet(OUT.measurements), before)
+    stamps = read_stamps(OUT.stamps)
+    assert stamps and list(stamps) == list(stamps_before)  # taken over: no cutouts on disk
+
+
+def _source_products():
+    inputs = rules.ProductInputs(
+        OUT.measurements, OUT.stamps, OUT.discovery, OUT.cutout_index, CAL_INDEX
+    )
+    plots = {"sed_units": "fnu", "sed_scale": "linear"}
+    rules.source_products(SCIENCE, plots, RUNTIME, SOURCE, TARGET, [], inputs, PRODUCTS)
+
+
+def test_source_products_copy_checksums_and_read_back_nothing(work, monkeypatch):
+    import spxflow.manifest
+
+    hashed: list[str] = []
+    real = spxflow.manifest.sha256_file
+    monkeypatch.setattr(
+        spxflow.manifest, "sha256_file", lambda p, *a: hashed.append(str(p)) or real(p, *a)
+    )
+    reads = _reads(monkeypatch)
+    _source_products()
+    outputs = set(dataclasses.astuple(PRODUCTS))
+    assert not set(reads) & outputs and not set(hashed) & outputs
+    assert not any(p.endswith(".fits") for p in hashed)  # calibration is never re-hashed
+    assert verify_manifest(PRODUCTS.manifest) == []
+    prov = read_json(PRODUCTS.provenance)
+    assert prov["calibration"] == read_json(CAL_INDEX)["products"]
+    assert prov["config_hash"] == SCIENCE.config_hash
+    spectrum = pd.read_csv(PRODUCTS.spectrum)
+    index = read_json(PRODUCTS.measurement_index)
+    assert [m["measurement_id"] for m in index["measurements"]] == spectrum[
+        "measurement_id"
+    ].tolist()
+    assert index["rows_sha256"] == sha256_file(PRODUCTS.spectrum)
+
+
+def test_qa_full_with_and_without_kept_cutouts(work):
+    runtime = dataclasses.replace(RUNTIME, cleanup="never")
+    rules.measure(SCIENCE, runtime, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    manifest = f"results/qa/{SOURCE}/{SOURCE}_qa_manifest.json"
+    pngs = f"results/qa/{SOURCE}/measurements"
+    cutouts = f"data/cutouts/{SOURCE}"
+    rules.qa_full(
+        SCIENCE, runtime, SOURCE, TARGET, [], cutouts, OUT.measurements, CAL_INDEX, pngs, manifest
+    )
+    m = read_json(manifest)
+    assert len(m["files"]) == N_IMAGES and not m["problems"]
+    assert verify_manifest(manifest) == []
+    rules.qa_full(
+        SCIENCE,
+        RUNTIME,
+        SOURCE,
+        TARGET,
+        [],
+        "data/nowhere",
+        OUT.measurements,
+        CAL_INDEX,
+        pngs,
+        manifest,
+    )
+    problem = read_json(manifest)["problems"][0]
+    assert "not on disk" in problem and "--forcerun measure" in problem
+
+
+def test_summary_accuracy_and_check(work):
+    _source_products()  # after qa_full's measure run
+    rules.summary(
+        "results/catalog.csv", [OUT.measurements], "results/sources.csv", "results/m.fits"
+    )
+    assert pd.read_csv("results/sources.csv")["source"].tolist() == [SOURCE]
+    rules.accuracy([OUT.measurements], [OUT.cutout_index], "results/accuracy.csv")
+    assert len(pd.read_csv("results/accuracy.csv"))
+    rules.check("results/provenance", "results/qa", "results/check.json")
+    assert json.loads(open("results/check.json").read())["n_problems"] == 0
+    with open(PRODUCTS.spectrum, "a") as fh:
+        fh.write("tampered\n")
+    with pytest.raises(RuntimeError, match="1 output problem"):
+        rules.check("results/provenance", "results/qa", "results/check.json")
