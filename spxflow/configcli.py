@@ -1,9 +1,10 @@
 """Typed values for `snakemake --config key=value` overrides.
 
-Snakemake hands some command-line values to the workflow as strings (``update=true`` arrives
-as ``'true'``, nested values always do). Before schema validation, strings whose schema type
-is boolean, integer or number are parsed as YAML scalars, so that documented commands such as
-``--config update=true`` work; anything that still does not fit fails validation by name.
+Snakemake hands some command-line values to the workflow as strings (``cutout_size_arcsec=45``
+may arrive as ``'45'``, nested values always do). Before schema validation, strings whose schema
+type is boolean, integer or number are parsed as YAML scalars, so that commands such as
+``--config max_live_cutout_gb=null`` work; anything that still does not fit fails validation
+by name.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """A bound on the disk held by live cutouts, shared by every job of a run.
 
-Cutouts of a source live from its ``cutouts`` job until Snakemake deletes them (``temp()``)
-after its ``photometry`` job. Snakemake's own ``--resources`` are released when a job ends, so
-they can bound concurrent *downloads* but not the cutouts *waiting on disk* for photometry. This
-module bounds the latter: before fetching, a ``cutouts`` job reserves an upper-bound estimate
-of its bytes in a small state directory next to the cutouts; it fetches only when
+Cutouts of a source live in ``data/cutouts/{source}/`` while its ``measure`` job fetches and
+measures them, and are deleted when it succeeds (unless ``cleanup: never``). Snakemake's own
+``--resources`` are released when a job ends, so they can bound concurrent *downloads* but not
+cutouts *kept on disk*. This module bounds the latter: before fetching, a ``measure`` job
+reserves an upper-bound estimate of its bytes in a small state directory next to the cutouts;
+it fetches only when
 
     (bytes on disk under the cutouts root) + (other in-flight reservations) + (its own) <= limit
 
-and otherwise waits (polling) until photometry of other sources frees space. The reservation
+and otherwise waits (polling) until other sources' measure jobs free space. The reservation
 ends with the fetch; from then on the real files count. The state is plain files guarded by a
 POSIX lock, so it works across processes and across Slurm nodes sharing the work directory.
 
@@ -18,8 +19,8 @@ Guarantees and limits:
 - A source whose cutouts alone exceed the limit fails at once (raise the limit), never exceeds.
 - With ``cleanup: never`` nothing frees space, so a job that does not fit fails at once.
 - Waiting is bounded (``max_wait_s``): if the run cannot make progress (e.g. every core holds a
-  waiting ``cutouts`` job), the job fails with an explanation and Snakemake's retry re-runs it
-  later; the ``cutouts`` rule has a low priority so ready photometry jobs are scheduled first.
+  waiting ``measure`` job), the job fails with an explanation and Snakemake's retry re-runs it
+  later.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def tree_bytes(path: str | os.PathLike) -> int:
             elif e.is_file(follow_symlinks=False):
                 st = e.stat(follow_symlinks=False)
                 total += max(st.st_blocks * 512, st.st_size)
-        except FileNotFoundError:  # deleted while we looked (temp() cleanup)
+        except FileNotFoundError:  # deleted while we looked (another job's cleanup)
             continue
     return total
 

@@ -19,7 +19,6 @@ DETECTOR_FOV_DEG = 3.485
 
 # HDU order of a Level-2 file and of an IRSA cutout (§1.2).
 EXTNAMES = ("PRIMARY", "IMAGE", "FLAGS", "VARIANCE", "ZODI", "PSF", "WCS-WAVE")
-IMAGE_BUNIT = "MJy / sr"
 VARIANCE_BUNIT = "(MJy / sr)^2"  # exact real string is unconfirmed (§1.2 [U])
 
 # Whole-detector bandpass as SIA2 reports it (§3.1): em_min [m], em_max [m], em_res_power.
@@ -31,8 +30,6 @@ BANDS = {
     5: (3.81130e-06, 4.43000e-06, 111.6),
     6: (4.41150e-06, 5.00960e-06, 127.8),
 }
-# Detectors that see the same sky at the same moment through the dichroic (§1.7).
-DICHROIC_PAIRS = ((1, 4), (2, 5), (3, 6))
 
 # QR2 FLAGS bits (§1.4). Files carry them as MP_<NAME> cards; readers must prefer the cards.
 FLAG_BITS: dict[str, tuple[int, str]] = {
@@ -127,20 +124,10 @@ def calibration_id(family: str, detector: int) -> str:
     return f"{family}/{CALIBRATION_FAMILIES[family][0]}/D{detector}"
 
 
-_OBSID_RE = re.compile(r"^\d{4}W\d{2}_\d[A-Z]_\d{4}_[1-4]$")
 _L2_RE = re.compile(
     r"^level2_(?P<obsid>\d{4}W\d{2}_\d[A-Z]_\d{4}_[1-4])D(?P<det>[1-6])"
     r"_spx_(?P<token>l2b-v\d{2}-\d{4}-\d{3})\.fits$"
 )
-
-
-def is_obsid(text: str) -> bool:
-    return bool(_OBSID_RE.match(text))
-
-
-def level2_file_name(obsid: str, detector: int, token: str) -> str:
-    """``level2_{OBSID}D{det}_spx_l2b-vNN-YYYY-DDD.fits`` (§1.1, hyphenated form)."""
-    return f"level2_{obsid}D{detector}_spx_{token}.fits"
 
 
 def parse_level2_file_name(name: str) -> tuple[str, int, str]:
@@ -206,11 +193,3 @@ SIA_COLUMNS: tuple[tuple[str, str | None], ...] = (
     ("upload_row_id", None),
 )
 SIA_COLUMN_NAMES = tuple(name for name, _ in SIA_COLUMNS)
-
-
-def detector_from_bandpass(name: str) -> int:
-    """Detector number from ``energy_bandpassname`` ('SPHEREx-D3' -> 3)."""
-    m = re.fullmatch(r"SPHEREx-D([1-6])", str(name).strip())
-    if not m:
-        raise ValueError(f"unexpected energy_bandpassname {name!r} (expected 'SPHEREx-D1'..'D6')")
-    return int(m.group(1))

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-from spxflow import __version__
-
 
 def stable_hash(obj, length: int = 16) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
@@ -40,7 +38,3 @@ def measurement_id(
             "code": major_minor(photometry_version),
         }
     )
-
-
-def code_version() -> str:
-    return __version__

@@ -91,7 +91,6 @@ class Runtime:
     # The backend block's keys that are not science (URLs, timeouts, concurrency, ...).
     archive: dict
     cleanup: str
-    qa_level: str
     max_live_cutout_gb: float | None
     cutout_budget_max_wait_s: float
 
@@ -104,7 +103,6 @@ class Runtime:
         return cls(
             archive={k: v for k, v in block.items() if k not in science},
             cleanup=config["cleanup"],
-            qa_level=config["qa_level"],
             max_live_cutout_gb=config["max_live_cutout_gb"],
             cutout_budget_max_wait_s=float(config["cutout_budget_max_wait_s"]),
         )

@@ -26,7 +26,6 @@ from spxflow.columns import (
 from spxflow.fileio import atomic_path
 
 EXTNAME = "MEASUREMENTS"
-SOURCE_STATUSES = ("ok", "no-coverage", "failed")
 SOURCES_COLUMNS = (
     "source",
     "name",

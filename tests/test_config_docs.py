@@ -85,3 +85,8 @@ def test_every_output_column_is_documented():
 
     for c in MEASUREMENT_COLUMNS + SPECTRUM_EXTRA_COLUMNS:
         assert f"| `{c.name}` |" in DOCS
+
+
+@pytest.mark.parametrize("path", sorted(REPO.glob(".test/config-*/config.yaml")), ids=str)
+def test_every_dry_run_matrix_config_is_valid(path):
+    validate_config({**copy.deepcopy(CONFIG), **yaml.safe_load(path.read_text())})

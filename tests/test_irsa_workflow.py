@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from spxflow.archive.emulator import get_stats, running_emulator
+from spxflow.config import block_defaults
 from tests.workflow_helpers import REPO, make_workspace, snakemake
 
 pytestmark = pytest.mark.slow
@@ -244,5 +245,7 @@ def test_rerun_update_queries_discovery_once_per_source(runs, tmp_path):
         stats = get_stats(url)
     finally:
         emulator.__exit__(None, None, None)
-    assert stats["requests"].get("sia", 0) == len(sources(ws))
+    # One discovery per source: one SIA2 query per collection (no MAXREC paging here).
+    per_source = len(block_defaults("archive", "irsa")["collections"])
+    assert stats["requests"].get("sia", 0) == len(sources(ws)) * per_source
     assert stats["requests"].get("cutout", 0) == failed_before

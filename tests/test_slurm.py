@@ -69,15 +69,28 @@ def test_profile_sets_partition_and_account_in_one_place():
     prof = yaml.safe_load(PROFILE.read_text())
     assert prof["executor"] == "slurm"
     assert "slurm_partition" in prof["default-resources"]
-    for rule, res in prof["set-resources"].items():
-        assert "slurm_partition" not in res and "slurm_account" not in res, rule
-        assert "attempt" in str(res["mem_mb"]) and "attempt" in str(res["runtime"]), rule
+    # Per-rule mem_mb/runtime live in the rules only (attempt-scaled); a profile entry would
+    # replace them and their scaling.
+    for rule, res in (prof.get("set-resources") or {}).items():
+        assert not {"mem_mb", "runtime", "slurm_account"} & set(res), rule
     assert "cpus_per_task" not in prof["default-resources"]  # would override every rule's threads
-    assert prof["set-resources"]["measure"]["cpus_per_task"] == "threads"
     assert prof["set-threads"]["measure"] <= prof["cores"]
     # sacct polling without slurmdbd hangs Snakemake forever (shared/slurm/README.md)
     assert prof["slurm-status-command"] == "squeue"
     assert prof["group-components"]["per_source"] >= 1
+
+
+def test_every_submitted_rule_sets_attempt_scaled_memory_and_time():
+    rules = re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", _rule_text(), re.MULTILINE)
+    local = set(re.findall(r"localrules:\n\s+(\w+)", _rule_text()))
+    for name, body in rules:
+        if name in local or "script:" not in body:
+            continue
+        assert "mem_mb=mem_mb_scaled(" in body and "runtime=runtime_scaled(" in body, name
+
+
+def _rule_text() -> str:
+    return "".join(p.read_text() for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))
 
 
 def test_50_sources_go_to_slurm_as_few_jobs_per_stage(tmp_path, capsys):
@@ -114,17 +127,15 @@ def slurm_cluster(request):
         pytest.skip("no Slurm controller answers (start one with .ci/slurm/start-slurm.sh)")
 
 
-@pytest.mark.slurm
-def test_measure_of_50_sources_is_submitted_as_grouped_slurm_jobs(slurm_cluster, tmp_path, capsys):
-    # Small cutouts keep 50 sources' discovery + cutouts + photometry quick on a 2-CPU node.
-    ws = make_workspace(tmp_path / "ws", synthetic_catalog(50).assign(cutout_size_arcsec=20.0))
+def measure_on_slurm() -> list[str]:
+    """Snakemake arguments: the committed Slurm profile up to `measure` on this cluster's
+    partition, one core per submission (the CI node has 2 CPUs), early polling."""
     partition = (
         subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True)
         .stdout.split()[0]
         .rstrip("*")
     )
-    proc = snakemake(
-        ws,
+    return [
         "--profile",
         "profiles/slurm",
         "--cores",
@@ -133,14 +144,18 @@ def test_measure_of_50_sources_is_submitted_as_grouped_slurm_jobs(slurm_cluster,
         "5",
         "--default-resources",
         f"slurm_partition={partition}",
-        "mem_mb=500",
-        "runtime=10",
         "--config",
         "catalog=catalog.csv",
         "--until",
         "measure",
-        timeout=900,
-    )
+    ]
+
+
+@pytest.mark.slurm
+def test_measure_of_50_sources_is_submitted_as_grouped_slurm_jobs(slurm_cluster, tmp_path, capsys):
+    # Small cutouts keep 50 sources' discovery + cutouts + photometry quick on a 2-CPU node.
+    ws = make_workspace(tmp_path / "ws", synthetic_catalog(50).assign(cutout_size_arcsec=20.0))
+    proc = snakemake(ws, *measure_on_slurm(), timeout=900)
     log = proc.stdout + proc.stderr
     ids = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
     with capsys.disabled():
@@ -155,3 +170,43 @@ def test_measure_of_50_sources_is_submitted_as_grouped_slurm_jobs(slurm_cluster,
     ).stdout
     assert states.count("|COMPLETED") == len(ids), states
     assert list(Path(ws, ".snakemake", "slurm_logs").rglob("*.log"))
+
+
+@pytest.mark.slurm
+def test_rerun_update_through_slurm_queries_discovery_once_per_source(slurm_cluster, tmp_path):
+    """`python -m spxflow rerun --update -- --profile profiles/slurm`: the marking step
+    contacts no archive, and the Slurm jobs that follow query discovery once per source (the
+    emulator counts), however often Snakemake re-parses the workflow in them."""
+    import sys
+
+    from spxflow.archive.emulator import get_stats, running_emulator
+    from spxflow.config import block_defaults
+
+    catalog = synthetic_catalog(3).assign(cutout_size_arcsec=20.0)
+    ws = make_workspace(tmp_path / "ws", catalog)
+    slurm_args = measure_on_slurm()
+    cfg_path = ws / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    with running_emulator(cfg["archive"], {"seed": 1, "rules": []}) as url:
+        cfg["archive"]["backend"] = "irsa"
+        cfg["archive"]["irsa"] = {"base_url_override": url, "lock_dir": str(ws / ".locks")}
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        snakemake(ws, *slurm_args, timeout=900)
+        first = get_stats(url)["requests"]
+        # One discovery per source: one SIA2 query per collection (no MAXREC paging here).
+        per_source = len(block_defaults("archive", "irsa")["collections"])
+        assert first.get("sia", 0) == len(catalog) * per_source
+        proc = subprocess.run(
+            [sys.executable, "-m", "spxflow", "rerun", "--update", "--", *slurm_args],
+            cwd=ws,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        second = get_stats(url)["requests"]
+    assert f"{len(catalog)} of {len(catalog)} measured source(s) marked" in proc.stdout
+    assert "submitted with SLURM jobid" in proc.stdout + proc.stderr
+    assert second["sia"] - first["sia"] == len(catalog) * per_source  # once per source
+    assert second.get("cutout", 0) == first.get("cutout", 0)  # nothing fetched twice
+    assert not list(ws.glob("results/**/*.retry.*"))

@@ -74,7 +74,7 @@ def test_every_contract_output_exists_and_is_consistent(done):
         assert verify_manifest(manifest, root=done) == []
         m = json.loads(manifest.read_text())
         assert m["measurement_ids"] == meas["measurement_id"].tolist()
-        # cleanup=success-after-source: cutouts are temp() and gone after measuring
+        # cleanup=success-after-source: the measure job deletes its cutouts when it succeeds
         assert not (done / f"data/cutouts/{s}").exists()
     summary = pd.read_csv(done / "results/summary/sources.csv")
     assert len(summary) == 2

@@ -1,5 +1,8 @@
 """Loopback IRSA emulator: the simulated archive served over IRSA's protocols, with faults.
 
+One concept, hence one module over ~400 lines: one HTTP server, its routes, fault injection
+and request statistics, which share the per-request state.
+
 Serves, from a ``SimulatedArchive``:
 
 - ``GET /SIA?POS=CIRCLE ra dec r&COLLECTION=..&TIME=lo hi&MAXREC=n``: SIA2 VOTable with the §3.1

@@ -4,6 +4,9 @@ Discovery tables, cutouts and calibration files have the structure of the real I
 (``shared/spherex_format.md`` §1-§4); the sky is the simulator of ``spxflow.sim``. The simulated
 truth travels in ``SIM*`` cards of the IMAGE header and in ``truth_sed``.
 
+One concept, hence one module over ~400 lines: the ``Archive`` interface of a simulated
+archive (discovery, cutouts, calibration, truth) and its CLI; the sky itself is ``spxflow.sim``.
+
 CLI::
 
     python -m spxflow.archive.simulated discover RA DEC [--radius-arcsec R] [--passes N]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import os
 
 import numpy as np
@@ -47,20 +46,6 @@ def cutout_problem(path: str | os.PathLike) -> str:
                 return "IMAGE is all zero or non-finite"
             if hdul["PSF"].data is None or hdul["PSF"].data.ndim != 3:
                 return "PSF HDU is not a 3-D cube"
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
-        return f"not a readable FITS cutout: {type(exc).__name__}: {exc}"
-    return ""
-
-
-def cutout_problem_bytes(data: bytes) -> str:
-    """Like ``cutout_problem`` for in-memory bytes (already un-gzipped)."""
-    try:
-        with fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False) as hdul:
-            names = [h.name for h in hdul]
-            if names[: len(EXTNAMES)] != list(EXTNAMES):
-                return f"HDUs {names} do not match the Level-2 layout {list(EXTNAMES)}"
-            for h in hdul[1:]:
-                _ = h.data
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         return f"not a readable FITS cutout: {type(exc).__name__}: {exc}"
     return ""

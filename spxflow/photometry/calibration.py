@@ -1,7 +1,7 @@
 """Calibration products the photometry uses (spec §4): CWAVE/CBAND and the solid-angle map.
 
 Each product is a 2040x2040 float32 plane per detector (16 MB); they are memory-mapped at the
-data offsets found by the lean reader, so a photometry job touches only the pages under its
+data offsets found by the lean reader, so a measure job touches only the pages under its
 cutouts.
 """
 

@@ -19,7 +19,6 @@ from spxflow.sim.wcs import CRPIX, sip_cards
 
 PIPELINE_VERSION = "6.5.6"
 ERRATUM_VERSION = "6.5.4"
-EARTH_RADIUS_KM = 6378.137
 ORBIT_RADIUS_KM = 7037.0
 ORBIT_PERIOD_S = 2.0 * math.pi * math.sqrt(ORBIT_RADIUS_KM**3 / 398600.4418)
 
@@ -172,9 +171,6 @@ def wcs_cards(info: survey.ImageInfo) -> list[str]:
         card("PS2_2W", "Y", "Name of column with Y index values"),
     ]
     return cards
-
-
-CRPIX_KEYS = ("CRPIX1", "CRPIX2", "CRPIX1A", "CRPIX2A", "CRPIX1W", "CRPIX2W")
 
 
 def time_cards(info: survey.ImageInfo) -> list[str]:

@@ -110,9 +110,3 @@ def wcs_wave_table(detector: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for arr in (xt, yt, values):
         arr.setflags(write=False)
     return xt, yt, values
-
-
-def detector_wave_range(detector: int) -> tuple[float, float]:
-    """(min, max) wavelength over the detector [µm]."""
-    top, bottom = WAVE_ENDS[detector]
-    return bottom * (1 - BOWING[detector]), top

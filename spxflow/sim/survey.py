@@ -206,19 +206,8 @@ class ImageInfo:
         return simwcs.detector_sip(self.detector)
 
     @property
-    def publisher_did(self) -> str:
-        return f"ivo://irsa.ipac/spherex_qr2?{self.obsid}/D{self.detector}"
-
-    @property
     def file_name(self) -> str:
         return f"level2_{self.obsid}D{self.detector}_spx_{self.token}.fits"
-
-    @property
-    def access_url(self) -> str:
-        return (
-            "https://irsa.ipac.caltech.edu/ibe/data/spherex/qr2/level2/"
-            f"{self.planning_period}/{self.token}/{self.detector}/{self.file_name}"
-        )
 
     @property
     def sps_epa(self) -> float:

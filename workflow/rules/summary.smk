@@ -52,7 +52,7 @@ rule accuracy:
 
 # Re-verify every manifest against the files on disk without re-running science:
 # `snakemake check --forcerun check`. It has no inputs or outputs so it never triggers other
-# jobs (--forcerun because Snakemake skips it once its log exists); it writes
+# jobs (it needs --forcerun: Snakemake skips it once its log exists); it writes
 # results/check/check_report.json and fails if anything is missing, stale or tampered.
 rule check:
     log:
