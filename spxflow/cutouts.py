@@ -14,11 +14,6 @@ from spxflow.validation import truth_from_cutout
 log = logging.getLogger(__name__)
 
 
-def cutout_dir(source: str, data_dir: str = "data") -> str:
-    """Where a source's cutouts live while its measure job runs (or for good: cleanup=never)."""
-    return os.path.join(data_dir, "cutouts", source)
-
-
 def prepare_cutout_dir(path: str, target: dict) -> None:
     """Keep cutouts kept by an earlier run only if they were cut for the same position and
     size; the request marker says which."""

@@ -2,8 +2,9 @@
 
 Each takes typed settings (``spxflow.settings``) and paths, never the raw config; the rule
 scripts under ``scripts/`` only unpack the ``snakemake`` object and call these, so every rule
-is importable and testable without Snakemake. Each job is a straight line of values: no file
-it writes is read back by the same job (writers return ``Written`` records for manifests).
+is importable and testable without Snakemake. Each job is a straight line of values: no output
+it writes is read back by the same job (writers return ``Written`` records for manifests); the
+only files a job both writes and reads are the cutouts it downloads and then measures.
 """
 
 from __future__ import annotations
