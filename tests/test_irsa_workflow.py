@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -17,7 +15,7 @@ import yaml
 
 from spxflow.archive.emulator import get_stats, running_emulator
 from spxflow.config import block_defaults
-from tests.workflow_helpers import REPO, make_workspace, snakemake
+from tests.workflow_helpers import REPO, make_workspace, snakemake, spxflow_rerun
 
 pytestmark = pytest.mark.slow
 
@@ -154,16 +152,9 @@ def test_retry_failed_fetches_only_the_failed_cutout(runs):
     with running_emulator(cfg["archive"], {"seed": 1, "rules": []}) as url:
         cfg["archive"]["irsa"]["base_url_override"] = url
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        rerun = subprocess.run(
-            [sys.executable, "-m", "spxflow", "rerun", "--retry-failed", "--", "--cores", "2"]
-            + CONFIG,
-            cwd=irsa_ws,
-            capture_output=True,
-            text=True,
-        )
-        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+        out = spxflow_rerun(irsa_ws, "--retry-failed", "--", "--cores", "2", *CONFIG)
         stats = get_stats(url)
-    assert "1 of 2 measured source(s) marked" in rerun.stdout
+    assert "1 of 2 measured source(s) marked" in out
     assert stats["status"]["cutout"]["200"] == 1  # only the image that failed before
     index = json.loads((irsa_ws / f"results/cutouts/{first}.json").read_text())
     assert index["n_failed"] == 0
@@ -232,14 +223,7 @@ def test_rerun_update_queries_discovery_once_per_source(runs, tmp_path):
     )
     emulator, url = _with_emulator(ws)
     try:
-        mark = subprocess.run(
-            [sys.executable, "-m", "spxflow", "rerun", "--update"],
-            cwd=ws,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert "2 of 2 measured source(s) marked" in mark.stdout
+        assert "2 of 2 measured source(s) marked" in spxflow_rerun(ws, "--update")
         assert sum(get_stats(url)["requests"].values()) == 0
         snakemake(ws, *CONFIG)
         stats = get_stats(url)

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.workflow_helpers import REPO, make_workspace, snakemake
+from tests.workflow_helpers import REPO, make_workspace, snakemake, spxflow_rerun
 
 PROFILE = REPO / "profiles" / "slurm" / "config.v8+.yaml"
 PER_SOURCE_RULES = ("measure", "source_products")
@@ -177,8 +177,6 @@ def test_rerun_update_through_slurm_queries_discovery_once_per_source(slurm_clus
     """`python -m spxflow rerun --update -- --profile profiles/slurm`: the marking step
     contacts no archive, and the Slurm jobs that follow query discovery once per source (the
     emulator counts), however often Snakemake re-parses the workflow in them."""
-    import sys
-
     from spxflow.archive.emulator import get_stats, running_emulator
     from spxflow.config import block_defaults
 
@@ -196,17 +194,10 @@ def test_rerun_update_through_slurm_queries_discovery_once_per_source(slurm_clus
         # One discovery per source: one SIA2 query per collection (no MAXREC paging here).
         per_source = len(block_defaults("archive", "irsa")["collections"])
         assert first.get("sia", 0) == len(catalog) * per_source
-        proc = subprocess.run(
-            [sys.executable, "-m", "spxflow", "rerun", "--update", "--", *slurm_args],
-            cwd=ws,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        out = spxflow_rerun(ws, "--update", "--", *slurm_args)
         second = get_stats(url)["requests"]
-    assert f"{len(catalog)} of {len(catalog)} measured source(s) marked" in proc.stdout
-    assert "submitted with SLURM jobid" in proc.stdout + proc.stderr
+    assert f"{len(catalog)} of {len(catalog)} measured source(s) marked" in out
+    assert "submitted with SLURM jobid" in out
     assert second["sia"] - first["sia"] == len(catalog) * per_source  # once per source
     assert second.get("cutout", 0) == first.get("cutout", 0)  # nothing fetched twice
     assert not list(ws.glob("results/**/*.retry.*"))

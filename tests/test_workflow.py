@@ -20,6 +20,7 @@ from tests.workflow_helpers import (
     planned_jobs,
     result_files,
     snakemake,
+    spxflow_rerun,
 )
 
 pytestmark = pytest.mark.slow
@@ -194,14 +195,7 @@ def test_rerun_update_fetches_only_new_images(done):
     # (nothing else: it contacts no archive); each re-queries discovery in its measure job,
     # s0 fetches only the new image and s1 nothing.
     assert not planned_jobs(done, *CONFIG)
-    rerun = subprocess.run(
-        [sys.executable, "-m", "spxflow", "rerun", "--update"],
-        cwd=done,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "2 of 2 measured source(s) marked" in rerun.stdout
+    assert "2 of 2 measured source(s) marked" in spxflow_rerun(done, "--update")
     touched = {w for r, w in planned_jobs(done, *CONFIG) if r == "measure"}
     assert touched == {f"source={s0}", f"source={s1}"}
     snakemake(done, *CONFIG)

@@ -48,6 +48,25 @@ def snakemake(ws: Path, *args: str, check: bool = True, timeout: float = 900):
     return proc
 
 
+def spxflow_rerun(ws: Path, *args: str, timeout: float = 900) -> str:
+    """Run ``python -m spxflow rerun ARGS`` in ``ws``; returns its output (fails loudly)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "spxflow", "rerun", *args],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"spxflow rerun {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc.stdout + proc.stderr
+
+
 # Jobs of a group are printed indented under their group job.
 _JOB = re.compile(
     r"^\s*rule (\w+):\s*$(?P<body>(?:\n(?!\s*rule |\s*localrule |\s*group job ).*)*)",
