@@ -2,9 +2,6 @@
 # Parsing only reads and validates: Snakemake parses this file for dry runs, --lint,
 # --report and in every job it spawns, so nothing here writes a file or contacts an archive
 # (re-runs are marked beforehand by `python -m spxflow rerun`).
-import os
-
-import yaml
 from snakemake.utils import validate
 
 from spxflow.catalog import CatalogSettings, neighbour_lists, read_catalog
