@@ -16,7 +16,16 @@ from spxflow.photometry import PHOTOMETRY_VERSION, PhotometrySettings
 
 # Keys of each backend's block that change what is discovered or measured.
 ARCHIVE_SCIENCE_KEYS = {
-    "simulated": ("seed", "passes", "noise", "psf_header_erratum", "field_stars", "truth_table"),
+    "simulated": (
+        "seed",
+        "passes",
+        "noise",
+        "psf_header_erratum",
+        "field_stars",
+        "truth_table",
+        "releases",
+        "qr3_days",
+    ),
     "irsa": ("collections",),
 }
 

@@ -50,6 +50,8 @@ class Prepared:
     flags: int
     wavelength_source: str
     neighbour_dist: np.ndarray  # px from the target, per neighbour
+    psf_model: str  # "cube" (101x101 float32 plane, 10x) or "epsf" (33x33 float64 row, 5x)
+    psf: np.ndarray  # the PSF array the fit renders (the file's, or the ePSF library's)
 
 
 def prepare(
@@ -126,6 +128,8 @@ def prepare(
         flags=flags,
         wavelength_source=source,
         neighbour_dist=np.array(dist),
+        psf_model="cube",
+        psf=cutout.psf,
     )
 
 

@@ -34,6 +34,10 @@ class PhotometrySettings:
     # Noise allowance (in sigma) of the chi-square and core-residual tests.
     quality_nsigma: float = _DEFAULTS["quality_nsigma"]
     core_radius_px: float = _DEFAULTS["core_radius_px"]
+    # PSF model of QR2 images ("cube": the file's PSF plane; "epsf": the R7 ePSF library).
+    qr2_psf: str = _DEFAULTS["qr2_psf"]
+    # "r7": QR2 pixels x l3_flux_corrections; "native": QR2 on its own calibration scale.
+    calibration_scale: str = _DEFAULTS["calibration_scale"]
 
     @classmethod
     def from_config(cls, block: dict | None) -> PhotometrySettings:
@@ -54,6 +58,13 @@ class PhotometrySettings:
         settings = cls(**block)
         if settings.fit_half_size_px < 2:
             raise ValueError("photometry.fit_half_size_px must be >= 2")
+        if settings.qr2_psf not in ("cube", "epsf"):
+            raise ValueError(f"photometry.qr2_psf must be cube or epsf, got {settings.qr2_psf!r}")
+        if settings.calibration_scale not in ("r7", "native"):
+            raise ValueError(
+                "photometry.calibration_scale must be r7 or native, "
+                f"got {settings.calibration_scale!r}"
+            )
         return settings
 
     def science_dict(self) -> dict:
