@@ -3,7 +3,8 @@
 ``rerun --update`` / ``rerun --retry-failed`` mark sources for their measure job to run again
 (see ``spxflow.rerun``), once, before Snakemake builds its DAG; with arguments after ``--``
 it then runs ``snakemake`` with them. ``config-defaults`` prints the full default
-configuration (the schema's defaults).
+configuration (the schema's defaults). ``measure-file FILE --ra --dec`` measures one local
+Level-2 file or cutout of either layout and prints its measurement row.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from spxflow import rerun
-from spxflow.config import config_defaults
+from spxflow.config import block_defaults, config_defaults
+from spxflow.format import RELEASES as RELEASES_CHOICES
 
 
 def _measured_sources(results_dir: Path) -> list[str]:
@@ -68,6 +70,48 @@ def cmd_config_defaults(args) -> int:
     return 0
 
 
+def cmd_measure_file(args) -> int:
+    import json
+
+    from spxflow.measurements import coerce_schema
+    from spxflow.photometry import CalibrationSet, PhotometrySettings, measure_cutouts
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"spxflow measure-file: no such file {path}", file=sys.stderr)
+        return 2
+    paths = []
+    if args.calibration:
+        cal_dir = Path(args.calibration)
+        if not cal_dir.is_dir():
+            print(
+                f"spxflow measure-file: --calibration {cal_dir} is not a directory", file=sys.stderr
+            )
+            return 2
+        paths = sorted(str(p) for p in cal_dir.glob("*_spx_cal-*.fits"))
+    try:
+        calibration = CalibrationSet.from_paths(paths)
+        settings = PhotometrySettings.from_config(
+            {"qr2_psf": args.qr2_psf, "calibration_scale": args.calibration_scale}
+        )
+        table = measure_cutouts(
+            [path], args.ra, args.dec, [], calibration, settings, releases=[args.release]
+        )
+    except ValueError as exc:
+        print(f"spxflow measure-file: {exc}", file=sys.stderr)
+        return 2
+    row = coerce_schema(table.assign(ra_deg=args.ra, dec_deg=args.dec)).iloc[0]
+    values = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    values = {k: v for k, v in values.items() if k not in ("source", "name", "measurement_id")}
+    if args.json:
+        print(json.dumps(values, indent=1, default=str))
+    else:
+        width = max(map(len, values))
+        for k, v in values.items():
+            print(f"{k:<{width}}  {v}")
+    return 0 if row["detection_status"] != "failed" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     snakemake_args: list[str] = []
@@ -98,6 +142,36 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_rerun)
     d = sub.add_parser("config-defaults", help="print every config key with its default")
     d.set_defaults(func=cmd_config_defaults)
+    m = sub.add_parser(
+        "measure-file",
+        help="measure one local Level-2 file or cutout (QR2 or R7 layout) and print the row",
+        description="Forced PSF photometry of one local SPHEREx Level-2 file or IRSA cutout "
+        "at (RA, Dec). The layout (QR2 PSF cube or R7 EPSF table) is read from the file. "
+        "Without --calibration, wavelengths come from the file's WCS-WAVE table and the "
+        "nominal pixel area is used (both flagged).",
+    )
+    m.add_argument("file", help="Level-2 FITS file or cutout (.fits or gzip)")
+    m.add_argument("--ra", type=float, required=True, help="ICRS right ascension [deg]")
+    m.add_argument("--dec", type=float, required=True, help="ICRS declination [deg]")
+    m.add_argument(
+        "--calibration",
+        help="directory of calibration products (<family>_D<n>_spx_<token>.fits, e.g. "
+        "resources/calibration after a workflow run)",
+    )
+    m.add_argument(
+        "--release",
+        choices=sorted(RELEASES_CHOICES),
+        help="release of the file (default: qr3 for the R7 layout, else qr2)",
+    )
+    photometry = block_defaults("photometry")  # the schema is the defaults' one home
+    m.add_argument("--qr2-psf", choices=["cube", "epsf"], default=photometry["qr2_psf"])
+    m.add_argument(
+        "--calibration-scale",
+        choices=["r7", "native"],
+        default=photometry["calibration_scale"],
+    )
+    m.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
+    m.set_defaults(func=cmd_measure_file)
     args = parser.parse_args(argv)
     args.snakemake_args = snakemake_args
     return args.func(args)

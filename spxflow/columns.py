@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: release-aware columns (R7 format)
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ MEASUREMENT_COLUMNS: tuple[Column, ...] = tuple(
         ("detector", "int16", None, "Detector number (1-3 SWIR, 4-6 MWIR)"),
         ("image_id", "str", None, "obs_publisher_did of the Level-2 image"),
         ("file_name", "str", None, "Level-2 file the cutout was cut from"),
+        ("release", "str", None, "Survey release of the image (qr2, qr3)"),
+        ("processing_version", "str", None, "Pipeline VERSION of the Level-2 file"),
     )
     + _cols(
         "Position",
@@ -43,7 +45,7 @@ MEASUREMENT_COLUMNS: tuple[Column, ...] = tuple(
         ("y_cutout", "float64", "pix", "Target y in the cutout (0-based)"),
         ("x_parent", "float64", "pix", "Target x in the parent frame (0-based)"),
         ("y_parent", "float64", "pix", "Target y in the parent frame (0-based)"),
-        ("psf_plane", "int16", None, "PSF plane used (0-based, iy*11+ix)"),
+        ("psf_plane", "int16", None, "PSF cube plane or ePSF table row (0-based)"),
     )
     + _cols(
         "Spectral",
@@ -74,6 +76,7 @@ MEASUREMENT_COLUMNS: tuple[Column, ...] = tuple(
         ("neighbor_corr", "float64", None, "Largest |corr| of target and a neighbour"),
         ("pix_to_uJy", "float64", "uJy sr / MJy", "uJy per MJy/sr at the target pixel"),
         ("zodi_subtracted", "bool", None, "ZODI model subtracted (never: fitted bkg)"),
+        ("psf_model", "str", None, "cube (QR2 PSF plane) or epsf (R7 ePSF)"),
     )
     + _cols(
         "Quality",
@@ -86,6 +89,10 @@ MEASUREMENT_COLUMNS: tuple[Column, ...] = tuple(
         "Calibration",
         ("calib_spectral_wcs", "str", None, "Spectral WCS calibration id used"),
         ("calib_sapm", "str", None, "Solid-angle pixel map calibration id"),
+        ("calib_epsf", "str", None, "ePSF library calibration id, if used"),
+        ("calib_flux_correction", "str", None, "l3_flux_corrections id, if applied"),
+        ("flux_correction", "float64", None, "Flux-correction factor at the target pixel"),
+        ("calibration_scale", "str", None, "Flux scale: r7, or qr2 (QR2 left native)"),
     )
 )
 

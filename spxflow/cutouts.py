@@ -61,17 +61,20 @@ def cutout_index(
     discovered: list[dict],
     carried: dict[str, dict],
     fetched: dict[str, dict],
+    duplicates: list[dict] | None = None,
 ) -> dict:
-    """Per discovered image (in discovery order): the fetched entry, or the earlier run's
-    entry marked ``carried`` when its measurement is carried over."""
+    """Per discovered image (in discovery order, after de-duplication): the fetched entry, or
+    the earlier run's entry marked ``carried`` when its measurement is carried over; each
+    with its release. ``duplicates`` lists the discovery rows dropped as duplicates, and why."""
+    from spxflow.discovery import release_of_row
+
     images = []
     for row in discovered:
         did = str(row["obs_publisher_did"])
-        if did in carried:
-            images.append({**carried[did], "path": None, "carried": True})
-        else:
-            images.append(fetched[did])
+        entry = {**carried[did], "path": None, "carried": True} if did in carried else fetched[did]
+        images.append({**entry, "release": release_of_row(row)})
     n_ok = sum(e["status"] == "ok" for e in images)
+    releases = sorted({e["release"] for e in images})
     return {
         "source": source,
         "backend": backend,
@@ -79,5 +82,8 @@ def cutout_index(
         "n_images": len(images),
         "n_ok": n_ok,
         "n_failed": len(images) - n_ok,
+        "n_by_release": {r: sum(e["release"] == r for e in images) for r in releases},
+        "n_duplicates": len(duplicates or []),
         "images": images,
+        "duplicates": list(duplicates or []),
     }

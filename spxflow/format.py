@@ -20,6 +20,8 @@ DETECTOR_FOV_DEG = 3.485
 
 # HDU order of a Level-2 file and of an IRSA cutout (§1.2).
 EXTNAMES = ("PRIMARY", "IMAGE", "FLAGS", "VARIANCE", "ZODI", "PSF", "WCS-WAVE")
+# R7 (QR3/DR1, §8.2): FLAGS is a RICE_1 tile-compressed image, PSF becomes the EPSF table.
+R7_EXTNAMES = ("PRIMARY", "IMAGE", "FLAGS", "VARIANCE", "ZODI", "EPSF", "WCS-WAVE")
 VARIANCE_BUNIT = "(MJy / sr)^2"  # exact real string is unconfirmed (§1.2 [U])
 
 # Whole-detector bandpass as SIA2 reports it (§3.1): em_min [m], em_max [m], em_res_power.
@@ -112,6 +114,7 @@ def psf_zone_widths() -> np.ndarray:
 # Units (§4): 1 arcsec^2 = 2.35045e-11 sr and 1 MJy = 1e12 uJy.
 UJY_PER_MJYSR_ARCSEC2 = 23.5045
 DEFAULT_PIXEL_OMEGA_ARCSEC2 = PIXEL_SCALE_ARCSEC**2
+
 
 # --- Releases (§0, §8) ------------------------------------------------------------------------
 # QR2 (pipeline 6.x, QR2 layout) and QR3 (pipeline "R7" 7.0.x, R7 layout) are consecutive time

@@ -29,6 +29,7 @@ def failure_rows(entries: list[dict], target: dict) -> pd.DataFrame:
                 "detection_status": "failed",
                 "science_recommended": False,
                 "failure_reason": f"cutout {e['status']}: {e['reason']}",
+                "release": e.get("release", ""),
                 "zodi_subtracted": False,
             }
         )

@@ -26,6 +26,7 @@ from spxflow.calibration_files import calibration_index as build_calibration_ind
 from spxflow.calibration_files import load_calibration
 from spxflow.columns import empty_measurements
 from spxflow.cutouts import cutout_index, fetch_cutouts, prepare_cutout_dir
+from spxflow.discovery import deduplicate
 from spxflow.diskbudget import CutoutDiskBudget
 from spxflow.fileio import (
     read_json,
@@ -80,12 +81,18 @@ def validate_catalog(settings: catalog_io.CatalogSettings, catalog_path: str, ou
 
 # --- calibration ---------------------------------------------------------------------------
 def calibration(
-    science: ArchiveScience, runtime: Runtime, family: str, detector: int, out_path: str
+    science: ArchiveScience,
+    runtime: Runtime,
+    release: str,
+    family: str,
+    detector: int,
+    out_path: str,
 ) -> None:
     archive = make_archive(science, runtime.archive)
-    cal = archive.fetch_calibration(family, detector, Path(out_path))
+    cal = archive.fetch_calibration(release, family, detector, Path(out_path))
     log.info(
-        "calibration %s D%d: %s (%d bytes, sha256 %s)",
+        "calibration %s %s D%d: %s (%d bytes, sha256 %s)",
+        release,
         family,
         detector,
         cal.calibration_id,
@@ -126,11 +133,17 @@ def measure(
     archive = make_archive(science.archive, runtime.archive)
     calibration_set = load_calibration(read_json(calibration_index_path), source)
 
-    # discover
+    # discover (every release and collection), then keep each exposure once
     ra, dec = target["ra_deg"], target["dec_deg"]
     discovery = normalise_discovery(archive.discover(ra, dec, science.archive.search_radius_arcsec))
-    discovered = discovery.to_dict(orient="records")
-    log.info("source %s: %d Level-2 images cover the position", source, len(discovered))
+    kept, duplicates = deduplicate(discovery)
+    discovered = kept.to_dict(orient="records")
+    log.info(
+        "source %s: %d Level-2 images cover the position (%d duplicate rows dropped)",
+        source,
+        len(discovered),
+        len(duplicates),
+    )
 
     # fetch (images measured before, when `spxflow rerun` marked the source, are carried)
     carry = carried_over(
@@ -154,7 +167,7 @@ def measure(
     budget = CutoutDiskBudget.from_runtime(runtime, os.path.join(data_dir, "cutouts"))
     fetched = fetch_cutouts(archive, to_fetch, source, target, cutouts, budget)
     index = cutout_index(
-        source, science.archive.backend, target, discovered, carry.entries, fetched
+        source, science.archive.backend, target, discovered, carry.entries, fetched, duplicates
     )
     log.info("source %s: %d of %d cutouts fetched", source, index["n_ok"], index["n_images"])
 
@@ -166,7 +179,14 @@ def measure(
     if ok:
         paths = [os.path.join(cutouts, e["file_name"]) for e in ok]
         measured = measure_cutouts(
-            paths, ra, dec, nbrs, calibration_set, science.photometry, threads=threads
+            paths,
+            ra,
+            dec,
+            nbrs,
+            calibration_set,
+            science.photometry,
+            threads=threads,
+            releases=[e["release"] for e in ok],
         )
     table = assemble(
         [measured, failure_rows(failed, target) if failed else None, carried_frame(carry)],
@@ -181,7 +201,7 @@ def measure(
     )
 
     # write
-    write_parquet_atomic(out.discovery, discovery)
+    write_parquet_atomic(out.discovery, kept)  # the dropped rows are in the cutout index
     write_json_atomic(out.cutout_index, index)
     write_parquet_atomic(out.measurements, table)
     write_stamps(out.stamps, stamps)

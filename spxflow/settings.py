@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spxflow.config import completed_config
+from spxflow.format import RELEASES, calibration_products, release_of_collection
 from spxflow.identity import science_config_hash
 from spxflow.photometry import PHOTOMETRY_VERSION, PhotometrySettings
 
@@ -43,6 +44,13 @@ class ArchiveScience:
             "search_radius_arcsec": self.search_radius_arcsec,
             **self.options,
         }
+
+    @property
+    def releases(self) -> tuple[str, ...]:
+        """Releases this archive configuration discovers images in."""
+        if self.backend == "irsa":
+            return tuple(sorted({release_of_collection(c) for c in self.options["collections"]}))
+        return tuple(sorted(self.options["releases"]))
 
     @classmethod
     def from_params(cls, params: dict) -> ArchiveScience:
@@ -93,6 +101,22 @@ class Science:
     def config_hash(self) -> str:
         """The hash recorded in every spectrum row and measurement id."""
         return science_config_hash(self.photometry.science_dict(), self.photometry_version)
+
+
+def calibration_needed(science: Science) -> list[tuple[str, str, int]]:
+    """(release, family, detector) of every product the measurements use: each release's own,
+    plus the QR3 products that serve QR2-layout images (flux corrections on the r7 scale, the
+    ePSF library for ``qr2_psf: epsf``)."""
+    releases = science.archive.releases
+    products = calibration_products(releases)
+    if any(RELEASES[r].layout == "qr2" for r in releases) and "qr3" not in releases:
+        families = set()
+        if science.photometry.calibration_scale == "r7":
+            families.add("l3_flux_corrections")
+        if science.photometry.qr2_psf == "epsf":
+            families.add("epsf")
+        products += [p for p in calibration_products(["qr3"]) if p[1] in families]
+    return products
 
 
 @dataclass(frozen=True)

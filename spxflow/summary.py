@@ -23,6 +23,7 @@ from spxflow.columns import (
     SPECTRUM_EXTRA_COLUMNS,
     Column,
 )
+from spxflow.crossrelease import XREL_KEYS, cross_release_check, empty_result, releases_of
 from spxflow.fileio import atomic_path
 
 EXTNAME = "MEASUREMENTS"
@@ -38,7 +39,13 @@ SOURCES_COLUMNS = (
     "median_snr",
     "status",
     "failure_reason",
+    # Release-aware columns (appended, so the older columns keep their positions).
+    "n_qr2",
+    "n_qr3",
+    *XREL_KEYS,
 )
+COUNT_COLUMNS = ("n_images", "n_measured", "n_recommended", "n_detected", "n_qr2", "n_qr3")
+XREL_FLOAT_COLUMNS = ("xrel_ratio", "xrel_ratio_err", "xrel_wave_min_um", "xrel_wave_max_um")
 
 
 # --- sources.csv ---------------------------------------------------------------------------
@@ -55,6 +62,11 @@ def build_sources_summary(
     table rows (one per discovered image), ``n_measured`` rows with a flux (status not
     ``failed``); ``median_snr`` is over measured rows with a finite S/N. Counts of sources
     without a table are empty (unknown), not zero.
+
+    Releases: ``n_qr2`` / ``n_qr3`` count table rows (images) per release (a table without a
+    ``release`` column is all QR2); the ``xrel_*`` columns are
+    ``crossrelease.cross_release_check`` of the table (``xrel_n_bins`` 0 and NaN values
+    without overlapping releases; empty without a table).
     """
     rows = []
     for rec in catalog.to_dict(orient="records"):
@@ -72,9 +84,14 @@ def build_sources_summary(
             "median_snr": np.nan,
             "status": "ok",
             "failure_reason": "",
+            "n_qr2": pd.NA,
+            "n_qr3": pd.NA,
+            **empty_result(),
+            "xrel_n_bins": pd.NA,
         }
         if table is not None:
             row.update(_table_counts(table))
+            row.update(cross_release_check(table))
         if source in failures:
             row["status"], row["failure_reason"] = "failed", str(failures[source])
         elif table is None:
@@ -87,9 +104,11 @@ def build_sources_summary(
             row["failure_reason"] = f"all {len(table)} measurement(s) failed: " + _top_reason(table)
         rows.append(row)
     out = pd.DataFrame(rows, columns=list(SOURCES_COLUMNS))
-    for col in ("n_images", "n_measured", "n_recommended", "n_detected"):
+    for col in (*COUNT_COLUMNS, "xrel_n_bins"):
         out[col] = out[col].astype("Int64")
-    out["median_snr"] = out["median_snr"].astype("float64")
+    for col in ("median_snr", *XREL_FLOAT_COLUMNS):
+        out[col] = out[col].astype("float64")
+    out["xrel_scales"] = out["xrel_scales"].fillna("").astype(str)
     return out
 
 
@@ -98,7 +117,10 @@ def _table_counts(table: pd.DataFrame) -> dict:
     measured = status != "failed"
     snr = pd.to_numeric(table.loc[measured, "snr"], errors="coerce")
     snr = snr[np.isfinite(snr)]
+    release = releases_of(table)
     return {
+        "n_qr2": int((release == "qr2").sum()),
+        "n_qr3": int((release == "qr3").sum()),
         "n_images": len(table),
         "n_measured": int(measured.sum()),
         "n_recommended": int(table["science_recommended"].fillna(False).astype(bool).sum()),

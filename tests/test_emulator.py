@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import subprocess
 import sys
@@ -62,16 +63,72 @@ def test_no_overlap_is_http_400_and_unknown_image_404(emulator, row):
 
 
 def test_calibration_files(emulator, sim):
-    from spxflow.format import CALIBRATION_FAMILIES, calibration_file_name
+    from spxflow.format import calibration_key, calibration_products
 
-    token = CALIBRATION_FAMILIES["solid_angle_pixel_map"][0]
-    name = calibration_file_name("solid_angle_pixel_map", 4)
-    r = requests.get(
-        f"{emulator}/ibe/data/spherex/qr2/solid_angle_pixel_map/{token}/4/{name}", timeout=30
+    def get(key):
+        return requests.get(f"{emulator}/ibe/data/spherex/{key}", timeout=60)
+
+    r = get(calibration_key("qr2", "solid_angle_pixel_map", 4))
+    assert r.status_code == 200
+    assert r.content == sim.calibration_bytes("qr2", "solid_angle_pixel_map", 4)
+    assert get(calibration_key("qr3", "epsf", 3)).content == sim.calibration_bytes("qr3", "epsf", 3)
+    served = {(rel, fam) for rel, fam, _ in calibration_products(["qr2", "qr3"])}
+    assert ("qr3", "l3_flux_corrections") in served and ("qr2", "epsf") not in served
+    # Wrong tokens 404: the D3-only epsf v2 token on D1, a QR2 token under qr3/, a QR3-only
+    # family under qr2/, and families the archive does not serve.
+    d1 = "epsf/cal-epsf-v2-2026-191/1/epsf_D1_spx_cal-epsf-v2-2026-191.fits"
+    for key in (
+        f"qr3/{d1}",
+        "qr3/solid_angle_pixel_map/cal-sapm-v2-2025-164/4/"
+        "solid_angle_pixel_map_D4_spx_cal-sapm-v2-2025-164.fits",
+        "qr2/epsf/cal-epsf-v1-2026-191/1/epsf_D1_spx_cal-epsf-v1-2026-191.fits",
+        "qr2/dark/x/4/dark.fits",
+    ):
+        assert get(key).status_code == 404, key
+
+
+def test_qr3_sia_collections_and_r7_cutouts(emulator, sim):
+    from astropy.io import fits
+
+    ra, dec = 35.5, 48.1  # covered by the default 35-day QR3 slice
+    params = {"POS": f"CIRCLE {ra} {dec} 0.0003", "COLLECTION": "spherex_qr3"}
+    r = requests.get(f"{emulator}/SIA", params=params, timeout=60)
+    assert r.status_code == 200 and b"spherex_qr3" in r.content and b"spherex_qr2?" not in r.content
+    ref = sim.discover(ra, dec, round(0.0003 * 3600, 9))
+    qr3 = ref[ref["obs_collection"] == "spherex_qr3"]
+    assert r.content.count(b"ivo://irsa.ipac/spherex_qr3?") == len(qr3) > 0
+    both = requests.get(
+        f"{emulator}/SIA",
+        params=[
+            ("POS", params["POS"]),
+            ("COLLECTION", "spherex_qr2"),
+            ("COLLECTION", "spherex_qr3"),
+        ],
+        timeout=60,
     )
-    assert r.status_code == 200 and r.content == sim.calibration_bytes("solid_angle_pixel_map", 4)
-    r = requests.get(f"{emulator}/ibe/data/spherex/qr2/dark/x/4/dark.fits", timeout=10)
-    assert r.status_code == 404
+    assert both.content.count(b"<TR>") == len(
+        ref[ref["obs_collection"].isin(["spherex_qr2", "spherex_qr3"])]
+    )
+    row = qr3.iloc[0]
+    got = requests.get(
+        emulator + row["access_url"][len(IRSA) :],
+        params={"center": f"{ra},{dec}", "size": "0.01", "gzip": "false"},
+        timeout=30,
+    )
+    assert got.status_code == 200
+    assert got.content == maybe_gunzip(sim.cutout_bytes(row["access_url"], ra, dec, 36.0))
+    with fits.open(io.BytesIO(got.content)) as h:
+        assert [x.name for x in h][-2:] == ["EPSF", "WCS-WAVE"] and h[0].header[
+            "VERSION"
+        ] == "7.0.5"
+    # A QR3 file under the qr2 path is not served.
+    wrong = row["access_url"][len(IRSA) :].replace("/spherex/qr3/", "/spherex/qr2/")
+    assert (
+        requests.get(
+            emulator + wrong, params={"center": f"{ra},{dec}", "size": "0.01"}, timeout=10
+        ).status_code
+        == 404
+    )
 
 
 def _statuses(url, row, n=40):

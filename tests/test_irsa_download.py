@@ -7,13 +7,16 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from astropy.io import fits
 
+from spxflow.archive import ArchiveError
 from spxflow.archive.emulator import get_stats, reset_stats, running_emulator, set_faults
 from spxflow.archive.http import HostSlots, RetryPolicy, parse_retry_after
-from spxflow.archive.irsa import IrsaArchive
+from spxflow.archive.irsa import IrsaArchive, calibration_problem
 from spxflow.archive.validate import cutout_problem, maybe_gunzip
-from spxflow.format import calibration_id
+from spxflow.format import calibration_file_name, calibration_id, calibration_products
 
 RA, DEC, SIZE = 150.25, 45.30, 60.0
 TRANSIENT_30 = {  # 30 % of cutout requests fail transiently, in every way IRSA fails
@@ -176,15 +179,125 @@ def test_host_limit_holds_across_archive_instances(emulator, rows, tmp_path):
     assert stats["max_concurrent"]["cutout"] == 2
 
 
-def test_calibration_downloaded_once_with_checksum(emulator, sim, tmp_path):
+@pytest.mark.parametrize(
+    ("release", "family", "detector"),
+    [
+        ("qr2", "spectral_wcs", 2),
+        ("qr3", "spectral_wcs", 5),
+        ("qr3", "solid_angle_pixel_map", 1),
+        ("qr3", "epsf", 3),  # the D3 token differs (cal-epsf-v2)
+        ("qr3", "l3_flux_corrections", 4),
+    ],
+)
+def test_calibration_downloaded_once_with_checksum(
+    emulator, sim, tmp_path, release, family, detector
+):
     arch = irsa(emulator, tmp_path, timeout_s=10)
-    cal = arch.fetch_calibration("spectral_wcs", 2, tmp_path)
-    ref = hashlib.sha256(sim.calibration_bytes("spectral_wcs", 2)).hexdigest()
-    assert cal.sha256 == ref and cal.calibration_id == calibration_id("spectral_wcs", 2)
-    assert Path(cal.path).name == "spectral_wcs_D2_spx_cal-wcs-v4-2025-254.fits"
-    again = arch.fetch_calibration("spectral_wcs", 2, Path(cal.path))
+    reset_stats(emulator)
+    cal = arch.fetch_calibration(release, family, detector, tmp_path)
+    ref = hashlib.sha256(sim.calibration_bytes(release, family, detector)).hexdigest()
+    assert cal.sha256 == ref
+    assert cal.release == release and cal.family == family and cal.detector == detector
+    assert cal.calibration_id == calibration_id(release, family, detector)
+    assert Path(cal.path).name == calibration_file_name(release, family, detector)
+    assert calibration_problem(cal.path, family) == ""
+    again = arch.fetch_calibration(release, family, detector, Path(cal.path))
     assert again == cal
     assert get_stats(emulator)["requests"]["calibration"] == 1
+
+
+def test_calibration_urls_per_release(tmp_path):
+    arch = irsa("http://127.0.0.1:9", tmp_path)
+    root = "http://127.0.0.1:9/ibe/data/spherex"
+    assert arch.calibration_url("qr2", "spectral_wcs", 2) == (
+        f"{root}/qr2/spectral_wcs/cal-wcs-v4-2025-254/2/spectral_wcs_D2_spx_cal-wcs-v4-2025-254.fits"
+    )
+    assert arch.calibration_url("qr3", "epsf", 3) == (
+        f"{root}/qr3/epsf/cal-epsf-v2-2026-191/3/epsf_D3_spx_cal-epsf-v2-2026-191.fits"
+    )
+    assert arch.calibration_url("qr3", "epsf", 4).endswith(
+        "/qr3/epsf/cal-epsf-v1-2026-191/4/epsf_D4_spx_cal-epsf-v1-2026-191.fits"
+    )
+    # every product of both releases has one URL under its release
+    urls = {arch.calibration_url(*p) for p in calibration_products(["qr2", "qr3"])}
+    assert len(urls) == len(calibration_products(["qr2", "qr3"]))
+    assert all(u.startswith((f"{root}/qr2/", f"{root}/qr3/")) for u in urls)
+    with pytest.raises(ArchiveError, match="no calibration family 'epsf' in release 'qr2'"):
+        arch.calibration_url("qr2", "epsf", 1)
+    with pytest.raises(ArchiveError, match="unknown calibration release"):
+        arch.calibration_url("qr1", "spectral_wcs", 1)
+    with pytest.raises(ArchiveError, match="1..6"):
+        arch.calibration_url("qr3", "spectral_wcs", 7)
+
+
+def test_calibration_download_failure_names_the_product(emulator, tmp_path):
+    set_faults(emulator, {"rules": [{"kind": "calibration", "fault": "503", "permanent": True}]})
+    try:
+        arch = irsa(emulator, tmp_path, retry_attempts=2)
+        with pytest.raises(ArchiveError, match=r"calibration qr3 epsf D3 from .*/qr3/epsf/"):
+            arch.fetch_calibration("qr3", "epsf", 3, tmp_path)
+        assert list(tmp_path.glob("*.fits*")) == []
+    finally:
+        set_faults(emulator, {})
+
+
+def _image(name, shape=(8, 8)):
+    return fits.ImageHDU(np.ones(shape, dtype=np.float32), name=name)
+
+
+def _table(name, columns):
+    return fits.BinTableHDU.from_columns(columns, name=name)
+
+
+def _epsf_table(rows=2):
+    return _table(
+        "EPSF",
+        [
+            fits.Column(name="BINX", format="J", array=np.arange(rows)),
+            fits.Column(name="EPSF", format="1089D", dim="(33,33)", array=np.zeros((rows, 33, 33))),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("family", "hdus", "problem"),
+    [
+        ("epsf", lambda: [_epsf_table()], ""),
+        ("epsf", lambda: [_image("EPSF")], "EPSF is not a binary table"),
+        ("epsf", lambda: [_epsf_table(0)], "no rows"),
+        (
+            "epsf",
+            lambda: [_table("EPSF", [fits.Column(name="BINX", format="J", array=[0])])],
+            "lacks the EPSF column",
+        ),
+        ("l3_flux_corrections", lambda: [_image("IMAGE")], ""),
+        ("l3_flux_corrections", lambda: [_image("IMAGE", (2, 4, 4))], "not a 2-D image"),
+        ("l3_flux_corrections", lambda: [_image("FLUXCORR")], "lack ['IMAGE']"),
+        ("solid_angle_pixel_map", lambda: [_image("IMAGE")], ""),
+        (
+            "spectral_wcs",
+            lambda: [
+                _image("CWAVE"),
+                _image("CBAND"),
+                _table("WCS-WAVE", [fits.Column(name="X", format="E", array=[1.0])]),
+            ],
+            "",
+        ),
+        ("spectral_wcs", lambda: [_image("CWAVE"), _image("CBAND"), _image("WCS-WAVE")], "table"),
+        ("no_such_family", lambda: [_image("IMAGE")], "unknown calibration family"),
+    ],
+)
+def test_calibration_problem_knows_each_family(tmp_path, family, hdus, problem):
+    path = tmp_path / "cal.fits"
+    fits.HDUList([fits.PrimaryHDU(), *hdus()]).writeto(path)
+    got = calibration_problem(path, family)
+    assert (got == "") if problem == "" else (problem in got), got
+
+
+def test_calibration_problem_of_a_non_fits_file(tmp_path):
+    path = tmp_path / "cal.fits"
+    path.write_bytes(b"<html>not found</html>")
+    assert "not a readable FITS file" in calibration_problem(path, "epsf")
 
 
 def test_retry_policy_and_retry_after_parsing():

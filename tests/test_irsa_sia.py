@@ -16,9 +16,10 @@ from astropy.io.votable import parse as parse_votable
 from spxflow.archive import ArchiveError, make_archive
 from spxflow.archive.emulator import running_emulator, set_faults
 from spxflow.archive.irsa import IrsaArchive
-from spxflow.archive.sia import SiaClient, normalise_sia_table
+from spxflow.archive.sia import SiaClient, normalise_sia_table, votable_bytes
 from spxflow.archive.simulated import SimulatedArchive
-from spxflow.format import SIA_COLUMN_NAMES, SIA_COLUMNS
+from spxflow.discovery import deduplicate
+from spxflow.format import RELEASES, SIA_COLUMN_NAMES, SIA_COLUMNS, release_of_path
 from spxflow.settings import Runtime, Science
 
 DATA = Path(__file__).parent / "data"
@@ -99,6 +100,86 @@ def test_recorded_response_through_the_client():
         server.server_close()
 
 
+class _PerCollectionHandler(BaseHTTPRequestHandler):
+    """Answers every COLLECTION with the same two QR3 files (wide and deep share the tree);
+    the second row has no obs_collection, which the client fills in."""
+
+    def do_GET(self):
+        from urllib.parse import parse_qs, urlsplit
+
+        collection = parse_qs(urlsplit(self.path).query)["COLLECTION"][0]
+        from pyvo.dal.sia2 import SIA2Results
+
+        base = normalise_sia_table(SIA2Results(parse_votable(str(RECORDED))))
+        rows = base.head(2).copy()
+        for i, token in enumerate(["l2b-v27-2026-223", "l2b_retry-v27-2026-224"]):
+            obsid = "2026W30_1B_0001_1"
+            rows.loc[i, "access_url"] = (
+                "https://irsa.ipac.caltech.edu/ibe/data/spherex/qr3/level2/2026W30_1B/"
+                f"{token}/3/level2_{obsid}D3_spx_{token}.fits"
+            )
+            rows.loc[i, "obs_publisher_did"] = f"ivo://irsa.ipac/{collection}?{obsid}/D3"
+            rows.loc[i, "obs_collection"] = collection if i == 0 else ""
+        body = votable_bytes(rows)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_each_collection_is_queried_and_rows_keep_their_collection():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PerCollectionHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/SIA"
+        client = SiaClient(url, ["spherex_qr3", "spherex_qr3_deep"])
+        table = client.discover(10.0862548, 40.9002275, 1.0)
+        assert client.n_queries == 2 and len(table) == 4
+        assert sorted(table["obs_collection"]) == ["spherex_qr3"] * 2 + ["spherex_qr3_deep"] * 2
+        assert {release_of_path(u) for u in table["access_url"]} == {"qr3"}
+        assert all("/ibe/data/spherex/qr3/level2/" in u for u in table["access_url"])
+        # wide and deep returned the same two files; the retry supersedes the normal token
+        kept, dropped = deduplicate(table)
+        assert kept["obs_collection"].tolist() == ["spherex_qr3"]
+        assert kept["access_url"].iloc[0].endswith("_spx_l2b_retry-v27-2026-224.fits")
+        assert len(dropped) == 3
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_collections_are_checked_against_the_releases(tmp_path):
+    arch = IrsaArchive.from_config({"lock_dir": str(tmp_path)})
+    assert arch.collections == [c for r in RELEASES.values() for c in r.collections]
+    assert arch.releases == ("qr2", "qr3")
+    only3 = IrsaArchive.from_config(
+        {"collections": ["spherex_qr3_deep"], "lock_dir": str(tmp_path)}
+    )
+    assert only3.releases == ("qr3",)
+    with pytest.raises(ValueError, match=r"archive\.irsa\.collections.*'spherex_qr'"):
+        IrsaArchive.from_config({"collections": ["spherex_qr2", "spherex_qr"]})
+    with pytest.raises(ValueError, match=r"archive\.irsa\.collections.*calibration collection"):
+        IrsaArchive.from_config({"collections": ["spherex_qr3_cal"]})
+    with pytest.raises(ValueError, match=r"archive\.irsa\.collections.*more than once"):
+        IrsaArchive.from_config({"collections": ["spherex_qr3", "spherex_qr3"]})
+    with pytest.raises(ValueError, match="at least one"):
+        IrsaArchive.from_config({"collections": []})
+    with pytest.raises(ValueError, match="unknown key"):
+        IrsaArchive.from_config({"calibration_collection": "spherex_qr2_cal"})
+
+
+@pytest.mark.parametrize("release", ["qr2", "qr3"])
+def test_ibe_data_url_with_a_release_segment_is_refused(release):
+    with pytest.raises(ValueError, match="data root without the release"):
+        IrsaArchive.from_config(
+            {"ibe_data_url": f"https://irsa.ipac.caltech.edu/ibe/data/spherex/{release}/"}
+        )
+
+
 def test_http200_error_votable_is_an_archive_error_with_the_message():
     server = _serve(ERROR.read_bytes())
     try:
@@ -133,7 +214,13 @@ def test_pyvo_queries_the_emulator_and_gets_the_real_columns(emulator):
 def test_irsa_discovery_equals_simulated(emulator, sim, tmp_path):
     arch = irsa(emulator, tmp_path)
     for _, ra, dec in POSITIONS:
-        pd.testing.assert_frame_equal(arch.discover(ra, dec, 1.0), sim.discover(ra, dec, 1.0))
+        table = arch.discover(ra, dec, 1.0)
+        pd.testing.assert_frame_equal(table, sim.discover(ra, dec, 1.0))
+        # every row's URL is under its own release's tree
+        for coll, url in zip(table["obs_collection"], table["access_url"], strict=True):
+            release = release_of_path(url)
+            assert coll in RELEASES[release].collections
+            assert f"/ibe/data/spherex/{release}/level2/" in url
     many = arch.discover_many(POSITIONS, 1.0)
     ref = sim.discover_many(POSITIONS, 1.0)
     assert list(many) == [p[0] for p in POSITIONS]

@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from spxflow.archive.simulated import SimulatedArchive
-from spxflow.format import psf_plane, psf_zone
+from spxflow.format import FLAG_BITS, psf_plane, psf_zone
 from spxflow.photometry import PhotometrySettings, measure_cutouts
 from spxflow.photometry.celestial import TanSip
 from spxflow.photometry.cutout import read_cutout
@@ -24,17 +24,25 @@ RA, DEC = 100.20, -10.00
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reader")
-    archive = SimulatedArchive()
-    cal = calibration(archive, tmp / "cal")
-    paths = fetch(archive, RA, DEC, tmp / "cut", limit=18)
-    return tmp, paths, cal
+    paths = fetch(SimulatedArchive(), RA, DEC, tmp / "cut", limit=18)
+    return tmp, paths
+
+
+@pytest.fixture(scope="module")
+def cal(data):
+    # Only the measuring tests need the products; the reader tests do not wait for them.
+    return calibration(SimulatedArchive(), data[0] / "cal")
 
 
 def test_reader_equals_astropy(data):
-    _, paths, _ = data
+    _, paths = data
     for path in paths:
         c = read_cutout(path, RA, DEC)
+        assert (c.layout, c.psf_model) == ("qr2", "cube")
         with fits.open(path) as hdul:
+            assert c.version == hdul[0].header["VERSION"]
+            fh = hdul["FLAGS"].header
+            assert c.flag_bits == {k[3:]: fh[k] for k in fh if k.startswith("MP_")}
             np.testing.assert_array_equal(c.image, hdul["IMAGE"].data)
             np.testing.assert_array_equal(c.flags, hdul["FLAGS"].data)
             np.testing.assert_array_equal(c.variance, hdul["VARIANCE"].data)
@@ -55,7 +63,7 @@ def test_reader_equals_astropy(data):
 
 
 def test_tan_sip_round_trip_and_astropy_forward(data):
-    _, paths, _ = data
+    _, paths = data
     h = fits.getheader(paths[0], "IMAGE")
     w = TanSip.from_header(dict(h))
     xs, ys = np.meshgrid(np.linspace(-50, 60, 7), np.linspace(-40, 70, 7))
@@ -69,7 +77,7 @@ def test_tan_sip_round_trip_and_astropy_forward(data):
 
 
 def test_gzip_cutout_reads_the_same(data):
-    tmp, paths, _ = data
+    tmp, paths = data
     gz = tmp / "gz.fits"
     gz.write_bytes(gzip.compress(open(paths[0], "rb").read()))
     a, b = read_cutout(paths[0], RA, DEC), read_cutout(gz, RA, DEC)
@@ -114,8 +122,8 @@ def test_erratum_file_uses_the_geometric_plane(tmp_path):
         assert rb_.flux_uJy == ra_.flux_uJy  # same pixels, same plane -> same number
 
 
-def test_bad_inputs_become_flagged_rows_not_exceptions(data):
-    tmp, paths, cal = data
+def test_bad_inputs_become_flagged_rows_not_exceptions(data, cal):
+    tmp, paths = data
     good = paths[0]
     bad = tmp / "bad"
     bad.mkdir()
@@ -158,3 +166,37 @@ def test_bad_inputs_become_flagged_rows_not_exceptions(data):
     off = measure_cutouts([good], RA + 0.2, DEC, [], cal, PhotometrySettings())
     assert off.loc[0, "result_flags"] & bit("OFF_CUTOUT")
     assert "outside" in off.loc[0, "failure_reason"]
+
+
+def test_remapped_mp_bits_are_measured_by_the_cards(data):
+    """A QR2 file whose MP_* cards (long HIERARCH names included) disagree with the spec
+    table is measured by its own cards: swapping bits in the data and the cards changes
+    nothing, while the spec table would mask the SOURCE pixels."""
+    tmp, paths = data
+    spec = {name: b for name, (b, _) in FLAG_BITS.items()}
+    perm = {spec["NONFUNC"]: spec["SOURCE"], spec["SOURCE"]: spec["NONFUNC"]}
+    perm |= {spec["SUR_ERROR"]: spec["OUTLIER"], spec["OUTLIER"]: spec["SUR_ERROR"]}
+    a, b = tmp / "mp_a.fits", tmp / "mp_b.fits"
+    with fits.open(paths[0]) as hdul:
+        f = hdul["FLAGS"].data.astype(np.int64) & 0xFFFFFFFF
+        f[3:6, 3:6] |= (1 << spec["NONFUNC"]) | (1 << spec["SUR_ERROR"])
+        hdul["FLAGS"].data = f.astype(np.uint32).view(np.int32)
+        hdul.writeto(a)
+        g = np.zeros_like(f)
+        for bit_ in range(32):
+            g |= ((f >> bit_) & 1) << perm.get(bit_, bit_)
+        hdul["FLAGS"].data = g.astype(np.uint32).view(np.int32)
+        for key in [k for k in hdul["FLAGS"].header if k.startswith("MP_")]:
+            value = hdul["FLAGS"].header[key]
+            hdul["FLAGS"].header[key] = perm.get(value, value)
+        hdul.writeto(b)
+    cb = read_cutout(b, RA, DEC)
+    assert cb.flag_bits["NONFUNC"] == spec["SOURCE"]
+    assert cb.flag_bits["SUR_ERROR"] == spec["OUTLIER"]  # a HIERARCH MP_ long name
+    assert (cb.flags & (1 << spec["NONFUNC"])).any()  # SOURCE pixels now sit on bit 6
+    settings = PhotometrySettings(qr2_psf="cube")
+    da = measure_cutouts([a], RA, DEC, [], None, settings)
+    db = measure_cutouts([b], RA, DEC, [], None, settings)
+    for col in ("flux_uJy", "flux_err_uJy", "n_pix_used", "result_flags"):
+        if col in da:
+            assert da.loc[0, col] == db.loc[0, col], col

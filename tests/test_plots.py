@@ -220,3 +220,104 @@ def test_failure_placeholder(tmp_path):
     out = tmp_path / "failed.png"
     plot_failure_png(out, "SED plot failed for X", "ValueError: something\nsecond line")
     assert_good_png(out, min_w=800, min_h=200)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The figures the SED and QA-summary plots save, to read their legends and texts."""
+    import spxflow.plots.qa_summary as qa_module
+    import spxflow.plots.sed as sed_module
+
+    figs: list = []
+    for module in (sed_module, qa_module):
+        original = module.save_png
+
+        def keep(fig, out_png, *args, _original=original, **kwargs):
+            figs.append(fig)
+            return _original(fig, out_png, *args, **kwargs)
+
+        monkeypatch.setattr(module, "save_png", keep)
+    return figs
+
+
+def legend_texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def figure_texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.texts] + [ax.get_title(loc="left") for ax in fig.axes]
+
+
+@pytest.mark.parametrize("scale", ["linear", "log"])
+def test_sed_legend_names_each_release(tmp_path, demo, captured, scale):
+    assert set(demo["release"]) == {"qr2", "qr3"}
+    out = tmp_path / "sed.png"
+    plot_sed(demo, out, title_name="Demo", ra=1.0, dec=2.0, scale=scale)
+    assert_good_png(out, min_w=1000, min_h=450, max_w=1400)
+    texts = legend_texts(captured[-1])
+    qr2 = [t for t in texts if t.startswith("QR2:")]
+    qr3 = [t for t in texts if t.startswith("QR3:")]
+    assert len(qr2) == len(qr3) == 1, texts
+    n_points = sum(int(t.split()[1]) for t in qr2 + qr3)
+    m = classify_rows(demo)
+    if scale == "linear":  # every valid row is drawn on a linear axis
+        assert n_points == int((m["detected"] | m["limit"]).sum())
+        n_qr3 = int(((m["detected"] | m["limit"]) & (demo["release"] == "qr3").to_numpy()).sum())
+        assert qr3[0] == f"QR3: {n_qr3} points"
+    # Circles for QR2, diamonds for QR3, in the plot and the legend.
+    handles = captured[-1].axes[0].get_legend().legend_handles
+    markers = {
+        t: h.get_marker() for t, h in zip(texts, handles, strict=True) if t[:4] in ("QR2:", "QR3:")
+    }
+    assert markers == {qr2[0]: "o", qr3[0]: "D"}
+    drawn = {line.get_marker() for line in captured[-1].axes[0].get_lines()}
+    assert {"o", "D"} <= drawn
+
+
+def test_sed_single_release_and_old_tables(tmp_path, demo, captured):
+    old = demo.drop(columns=["release"])  # results from before releases: all QR2
+    plot_sed(old, tmp_path / "old.png", title_name="Old", ra=1.0, dec=2.0)
+    texts = legend_texts(captured[-1])
+    assert [t for t in texts if t.startswith("QR")] == [
+        f"QR2: {int((~classify_rows(old)['failed']).sum())} points"
+    ]
+    assert "detection, recommended" in texts[0]
+    only3 = synthetic_measurements(60, seed=4, releases=("qr3",))
+    plot_sed(only3, tmp_path / "qr3.png", title_name="QR3", ra=1.0, dec=2.0)
+    assert [t for t in legend_texts(captured[-1]) if t.startswith("QR")][0].startswith("QR3:")
+    assert_good_png(tmp_path / "qr3.png", min_w=1000, min_h=450, max_w=1400)
+
+
+@pytest.mark.parametrize("with_release", [True, False])
+def test_qa_summary_releases(tmp_path, demo, captured, with_release):
+    df = demo if with_release else demo.drop(columns=["release"])
+    out = tmp_path / "qa.png"
+    plot_qa_summary(df, out, title_name="Demo", stamps=None, result_flags=DEMO_RESULT_FLAGS)
+    assert_good_png(out, min_w=1000, min_h=700, max_w=1500)
+    texts = figure_texts(captured[-1])
+    line = next(t for t in texts if t.startswith("Releases:"))
+    if with_release:
+        n2, n3 = (int((demo["release"] == r).sum()) for r in ("qr2", "qr3"))
+        assert line.startswith(f"Releases: QR2 {n2}, QR3 {n3}.")
+        assert "QR3/QR2 median flux ratio" in line and " ± " in line and " bins (" in line
+        assert any("○ QR2" in t and "◇ QR3" in t for t in texts)
+        header = next(t for t in captured[-1].texts if t.get_text() == line)
+        assert header.get_color() == "k"  # no alert: the demo releases agree
+    else:
+        assert (
+            line == f"Releases: QR2 {len(demo)}.  no overlapping releases (only QR2 measurements)"
+        )
+
+
+def test_qa_summary_without_measurements_says_so(tmp_path, captured):
+    plot_qa_summary(empty_measurements(), tmp_path / "qa.png", title_name="E")
+    assert "Releases: none.  no overlapping releases (no measurements)" in figure_texts(
+        captured[-1]
+    )
+
+
+def test_qa_summary_flags_a_release_offset(tmp_path, captured):
+    df = synthetic_measurements(200, seed=5, qr2_flux_factor=1.3)
+    plot_qa_summary(df, tmp_path / "qa.png", title_name="Offset", result_flags=DEMO_RESULT_FLAGS)
+    header = next(t for t in captured[-1].texts if t.get_text().startswith("Releases:"))
+    assert header.get_color() == "#a00"

@@ -19,9 +19,9 @@ from spxflow import rerun, rules
 from spxflow.archive.simulated import SimulatedArchive
 from spxflow.catalog import CatalogError, CatalogSettings
 from spxflow.fileio import read_json, sha256_file
-from spxflow.format import CALIBRATION_FAMILIES, DETECTORS, calibration_file_name
+from spxflow.format import calibration_file_name
 from spxflow.manifest import verify_manifest
-from spxflow.settings import Runtime, Science
+from spxflow.settings import Runtime, Science, calibration_needed
 from spxflow.stamps import read_stamps
 
 N_IMAGES = 4
@@ -51,8 +51,8 @@ class FewImages:
             for r in self.sim.fetch_cutouts(rows, ra, dec, size, dest)
         ]
 
-    def fetch_calibration(self, family, detector, path):
-        return self.sim.fetch_calibration(family, detector, path)
+    def fetch_calibration(self, release, family, detector, path):
+        return self.sim.fetch_calibration(release, family, detector, path)
 
     def truth_sed(self, *args, **kwargs):
         return self.sim.truth_sed(*args, **kwargs)
@@ -125,11 +125,10 @@ def test_validate_catalog(work):
 
 def test_calibration_and_its_index(work):
     paths = []
-    for family in CALIBRATION_FAMILIES:
-        for det in DETECTORS:
-            path = f"resources/calibration/{calibration_file_name(family, det)}"
-            rules.calibration(SCIENCE.archive, RUNTIME, family, det, path)
-            paths.append(path)
+    for release, family, det in calibration_needed(SCIENCE):
+        path = f"resources/calibration/{calibration_file_name(release, family, det)}"
+        rules.calibration(SCIENCE.archive, RUNTIME, release, family, det, path)
+        paths.append(path)
     rules.calibration_index(paths, CAL_INDEX)
     products = read_json(CAL_INDEX)["products"]
     assert sorted(p["path"] for p in products) == sorted(paths)

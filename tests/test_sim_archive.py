@@ -1,10 +1,14 @@
 """SimulatedArchive: discovery tables, cutout files (format + truth), calibration, CLI.
 
-Everything is read back with astropy only, as a client of the real archive would.
+Everything is read back with astropy only, as a client of the real archive would. These are the
+QR2-layout tests (BRIGHT has no QR3 coverage); the R7/QR3 layout is tested in test_sim_r7.py.
+QR2 pixels are on the QR2 gain scale: IMAGE x flxc (the QR3 l3_flux_corrections product) is the
+true (R7-scale) sky, so flux checks multiply by it.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -55,6 +59,14 @@ def _parent_grid(hdr, shape):
     return np.mgrid[y0 : y0 + shape[0], x0 : x0 + shape[1]]
 
 
+@functools.cache
+def _flxc(det: int) -> np.ndarray:
+    """The l3_flux_corrections map of a detector, read from the calibration product."""
+    arch = SimulatedArchive.from_config({})
+    with _open(arch.calibration_bytes("qr3", "l3_flux_corrections", det)) as h:
+        return h["IMAGE"].data.astype(np.float64)
+
+
 # ------------------------------------------------------------------------------ discovery
 
 
@@ -97,10 +109,14 @@ def test_demo_catalog_sources_have_truth_and_coverage(arch):
     assert len(cat) == 6 and cat["Name"].str.contains(" ").any()
     assert cat["cutout_size_arcsec"].between(60, 90).all()
     found = arch.discover_many(list(cat[["Name", "RA_deg", "DEC_deg"]].itertuples(index=False)), 0)
+    n_qr3 = 0
     for name, df in found.items():
-        assert 95 <= len(df) <= 130, name
+        assert 95 <= (df["obs_collection"] == "spherex_qr2").sum() <= 130, name
+        assert set(df["obs_collection"]) <= {"spherex_qr2", "spherex_qr3"}, name
+        n_qr3 += (df["obs_collection"] == "spherex_qr3").sum()
         ra, dec = cat.set_index("Name").loc[name, ["RA_deg", "DEC_deg"]]
         assert arch.truth_sed(ra, dec, [1.0]) is not None
+    assert n_qr3 > 50  # the 35-day QR3 slice covers at least one demo source
     truth = arch.truth
     t = truth.names.index("BlendTarget")
     n = truth.names.index("BlendNeighbour")
@@ -241,7 +257,7 @@ def test_spectral_wcs_lookup_and_astropy_w(arch, bright_rows):
     yy, xx = _parent_grid(hd, h["IMAGE"].data.shape)
     xt, yt, values = read_wcs_wave_hdu(h["WCS-WAVE"])
     lw, lb = wcs_wave_lookup(xt, yt, values, xx + 1, yy + 1)
-    cal = _open(arch.calibration_bytes("spectral_wcs", det))
+    cal = _open(arch.calibration_bytes("qr2", "spectral_wcs", det))
     cw = cal["CWAVE"].data[yy, xx]
     assert np.abs(lw - cw).max() < 1e-3
     assert np.array_equal(cal["WCS-WAVE"].data[0]["VALUES"], h["WCS-WAVE"].data[0]["VALUES"])
@@ -266,7 +282,8 @@ def test_units_chain_recovers_injected_flux_exactly_without_noise(clean, bright_
             det = hd["DETECTOR"]
             yy, xx = _parent_grid(hd, h["IMAGE"].data.shape)
             omega = sky.solid_angle(det, xx, yy)
-            resid = h["IMAGE"].data - hd["SIMZSCAL"] * h["ZODI"].data.astype(float)
+            image = h["IMAGE"].data * _flxc(det)[yy, xx]  # QR2 gains -> the true (R7) scale
+            resid = image - hd["SIMZSCAL"] * h["ZODI"].data.astype(float)
             bg = np.nanmedian(resid[np.hypot(xx - hd["SIMXPIX"], yy - hd["SIMYPIX"]) > 7])
             ok = np.isfinite(resid) & (h["FLAGS"].data & (1 << 6) == 0)
             near = np.hypot(xx - hd["SIMXPIX"], yy - hd["SIMYPIX"]) <= 6
@@ -285,13 +302,14 @@ def test_units_chain_with_noise_within_errors(arch, bright_rows):
             omega = sky.solid_angle(hd["DETECTOR"], xx, yy)
             bad = h["FLAGS"].data & (1 | 4 | 64 | 2048 | 1 << 17 | 1 << 19) != 0
             r = np.hypot(xx - hd["SIMXPIX"], yy - hd["SIMYPIX"])
-            resid = h["IMAGE"].data - h["ZODI"].data.astype(float)
+            flxc = _flxc(hd["DETECTOR"])[yy, xx]
+            resid = h["IMAGE"].data * flxc - h["ZODI"].data.astype(float)
             bg = np.median(resid[(r > 7) & ~bad])
             sel = (r <= 6) & ~bad
             if (bad & (r <= 2)).any():
                 continue  # a masked pixel on the core: not a plain-sum case
             flux = np.sum(((resid - bg) * omega * CONV)[sel])
-            sigma = np.sqrt(np.sum((h["VARIANCE"].data * (omega * CONV) ** 2)[sel]))
+            sigma = np.sqrt(np.sum((h["VARIANCE"].data * (flxc * omega * CONV) ** 2)[sel]))
             pulls.append((flux - hd["SIMFLUX"]) / max(sigma, 1e-3 * hd["SIMFLUX"]))
     pulls = np.array(pulls)
     assert len(pulls) >= 8
@@ -430,21 +448,24 @@ def test_fetch_cutout_and_calibration(arch, bright_rows, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [res.file_name]
     far = arch.fetch_cutout(row, (BRIGHT[0] + 180) % 360, 0.0, 60.0, tmp_path)
     assert far.status == "no_overlap" and far.path is None
-    cal = arch.fetch_calibration("solid_angle_pixel_map", 2, tmp_path)
+    cal = arch.fetch_calibration("qr2", "solid_angle_pixel_map", 2, tmp_path)
     assert cal.path.endswith("solid_angle_pixel_map_D2_spx_cal-sapm-v2-2025-164.fits")
+    assert (cal.release, cal.family, cal.detector) == ("qr2", "solid_angle_pixel_map", 2)
+    assert cal.calibration_id == "solid_angle_pixel_map/cal-sapm-v2-2025-164/D2"
     with fits.open(cal.path) as h:
         sapm = h["IMAGE"].data
         assert sapm.shape == (NPIX, NPIX) and sapm.dtype == np.dtype(">f4")
         assert u.Unit(h["IMAGE"].header["BUNIT"]) == u.arcsec**2
         assert np.median(sapm) == pytest.approx(37.86, abs=0.01)
         assert sapm.std() == pytest.approx(0.2, abs=0.01)
-    cal = arch.fetch_calibration("spectral_wcs", 5, tmp_path / "sw.fits")
+    cal = arch.fetch_calibration("qr2", "spectral_wcs", 5, tmp_path / "sw.fits")
     with fits.open(cal.path) as h:
         assert [x.name for x in h] == ["PRIMARY", "CWAVE", "CBAND", "WCS-WAVE"]
         assert h["CWAVE"].data.shape == (NPIX, NPIX) and u.Unit(h["CWAVE"].header["BUNIT"]) == u.um
         assert h["CWAVE"].data[0, 0] > h["CWAVE"].data[-1, 0]
-    with pytest.raises(ArchiveError):
-        arch.calibration_bytes("dark", 1)
+    for bad in (("qr2", "dark", 1), ("qr2", "epsf", 1), ("qr4", "epsf", 1), ("qr3", "epsf", 7)):
+        with pytest.raises(ArchiveError):
+            arch.calibration_bytes(*bad)
 
 
 def test_cli_discover_and_cutout(bright_rows, tmp_path):

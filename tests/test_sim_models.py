@@ -215,3 +215,112 @@ def test_discovery_is_complete_against_brute_force(ra, dec):
     _, s2, st2, d2, _, _ = survey.find_images(ra, dec, 0.0, 1)
     assert set(zip(s2, st2, d2, strict=True)) == found
     assert len(found) > 80
+
+
+# ------------------------------------------------------------------------------ releases (R7)
+
+
+def test_psf_cube_is_the_per_position_model_at_the_qr2_zone_centres():
+    from spxflow.format import psf_zone_centers
+    from spxflow.sim.psf_model import epsf_zone_psf, optical_psf
+
+    c = psf_zone_centers()
+    cube = psf_cube(4)
+    for ix, iy in [(0, 0), (3, 7), (10, 2)]:
+        np.testing.assert_array_equal(
+            cube[iy * 11 + ix], optical_psf(4, c[ix], c[iy]).astype(np.float32)
+        )
+    # The R7 zones use the same model at their own (finer) lattice centres.
+    from spxflow.format import epsf_zone_centers
+
+    e = epsf_zone_psf(3, 4, 30)
+    np.testing.assert_array_equal(
+        e, optical_psf(3, epsf_zone_centers(11)[4], epsf_zone_centers(41)[30])
+    )
+    assert e.sum() == pytest.approx(1.0) and not e.flags.writeable
+
+
+def test_release_windows_tokens_and_retries():
+    from spxflow.format import QR3_START_MJD
+    from spxflow.sim import timeline
+
+    w = timeline.release_windows(1, ("qr2", "qr3"), 35.0)
+    assert w["qr2"] == (0, survey.SLEWS_PER_PASS)
+    lo, hi = w["qr3"]
+    assert lo // survey.SLEWS_PER_PASS == 2  # QR3 lies in pass index 2
+    assert timeline.slew_mjd(lo) >= QR3_START_MJD > timeline.slew_mjd(lo - 1)
+    assert timeline.slew_mjd(hi - 1) < QR3_START_MJD + 35 <= timeline.slew_mjd(hi)
+    # Many QR2 passes stop at the QR3 start; QR3 does not depend on passes.
+    w8 = timeline.release_windows(8, ("qr2", "qr3"), 35.0)
+    assert w8["qr2"] == (0, lo) and w8["qr3"] == (lo, hi)
+    assert timeline.release_windows(1, ("qr3",), 10.0)["qr3"][1] < hi
+    assert list(timeline.release_of_slew([lo - 1, lo])) == ["qr2", "qr3"]
+    # Tokens: QR3 l2b-v27 from day 222, retries one day later; QR2 unchanged.
+    assert timeline.slew_meta(lo)[2] == "l2b-v27-2026-222"
+    assert timeline.slew_meta(0)[2].startswith("l2b-v21-2025-")
+    slews = np.arange(lo, hi)
+    retry = timeline.has_retry(slews)
+    assert 0.08 < retry.mean() < 0.12
+    assert not timeline.has_retry(np.arange(0, 5000)).any()  # QR2 has no retry copies
+    a = int(slews[retry][0])
+    plain, again = timeline.slew_meta(a), timeline.slew_meta(a, True)
+    assert again[2] == "l2b_retry-v27-2026-223" and plain[2] == "l2b-v27-2026-222"
+    assert again[3] == pytest.approx(plain[3] + 1.0) and again[:2] == plain[:2]
+    with pytest.raises(ValueError, match="retry"):
+        timeline.slew_meta(0, True)
+    with pytest.raises(ValueError, match="releases"):
+        timeline.check_releases(["qr9"])
+
+
+def test_find_images_serves_only_the_configured_releases():
+    from spxflow.format import QR3_START_MJD
+    from spxflow.sim import timeline
+
+    ra, dec = 35.5, 48.1  # scanned in both slices
+    qr2 = survey.find_images(ra, dec, 0.0, 1, ("qr2",))
+    qr3 = survey.find_images(ra, dec, 0.0, 1, ("qr3",), 35.0)
+    both = survey.find_images(ra, dec, 0.0, 1, ("qr2", "qr3"), 35.0)
+    assert len(qr2[0]) > 90 and len(qr3[0]) > 90 and len(both[0]) == len(qr2[0]) + len(qr3[0])
+    assert set(timeline.release_of_slew(qr2[1])) == {"qr2"}
+    t3 = timeline.slew_mjd(qr3[1])
+    assert ((t3 >= QR3_START_MJD) & (t3 < QR3_START_MJD + 35)).all()
+    short = survey.find_images(ra, dec, 0.0, 1, ("qr3",), 5.0)
+    assert len(short[0]) < len(qr3[0]) and (timeline.slew_mjd(short[1]) < QR3_START_MJD + 5).all()
+    # QR2 with 3 passes stops where QR3 begins.
+    three = survey.find_images(ra, dec, 0.0, 3, ("qr2",))
+    assert (timeline.slew_mjd(three[1]) < QR3_START_MJD).all() and len(three[0]) > len(qr2[0])
+    # parse_obsid follows the same slices; retry copies only where they exist.
+    info = survey.image_info(int(qr3[1][0]), int(qr3[2][0]), int(qr3[3][0]))
+    assert info.release == "qr3" and info.version == "7.0.5" and info.layout == "r7"
+    assert info.key.startswith(f"qr3/level2/{info.planning_period}/{info.token}/")
+    assert survey.parse_obsid(info.obsid, info.detector, 1, ("qr2", "qr3")) == info
+    with pytest.raises(KeyError):
+        survey.parse_obsid(info.obsid, info.detector, 1, ("qr2",))
+    plain = [i for i in range(len(qr3[1])) if not timeline.has_retry(qr3[1][i])][0]
+    p = survey.image_info(int(qr3[1][plain]), int(qr3[2][plain]), int(qr3[3][plain]))
+    with pytest.raises(KeyError, match="retry"):
+        survey.parse_obsid(p.obsid, p.detector, 1, ("qr3",), retry=True)
+
+
+@pytest.mark.parametrize("det", [1, 4, 5, 6])
+def test_qr3_spectral_wcs_shifts_d5_d6_only(det):
+    y, x = np.mgrid[0:NPIX:97, 0:NPIX:97]
+    l2, b2 = spectral_model.wave_band_parent0(det, x, y, "qr2")
+    l3, b3 = spectral_model.wave_band_parent0(det, x, y, "qr3")
+    np.testing.assert_array_equal(b3, b2)
+    shift = 0.0064 if det in (5, 6) else 0.0
+    np.testing.assert_allclose(l3 - l2, shift, atol=1e-12)
+    t2, t3 = spectral_model.wcs_wave_table(det, "qr2"), spectral_model.wcs_wave_table(det, "qr3")
+    np.testing.assert_array_equal(t2[0], t3[0])
+    np.testing.assert_allclose(t3[2][..., 0] - t2[2][..., 0], shift, atol=2e-6)
+
+
+def test_flux_correction_maps():
+    for det, med in sky.FLXC_MEDIAN.items():
+        m = sky.flux_correction_map(det)
+        assert m.shape == (NPIX, NPIX) and m.dtype == np.float32 and not m.flags.writeable
+        assert float(np.median(m)) == pytest.approx(med, abs=5e-4)
+        wild = np.abs(m - med) > 0.3
+        assert 3e-5 < wild.mean() < 3e-4 and m.min() >= 0.5 and m.max() <= 2.0
+    rows = np.median(sky.flux_correction_map(1), axis=1)
+    assert rows.min() == pytest.approx(0.875, abs=0.005) and 0.975 < rows.max() < 0.985

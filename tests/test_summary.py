@@ -152,3 +152,65 @@ def test_sources_summary_statuses():
     assert by.loc["missing", "failure_reason"] == "no measurement table"
     assert "all 4 measurement(s) failed" in by.loc["all_failed", "failure_reason"]
     assert by.loc["ok_src", "failure_reason"] == ""
+
+
+def test_sources_summary_releases(tmp_path):
+    from spxflow.crossrelease import XREL_KEYS, cross_release_check
+    from spxflow.fileio import write_csv_atomic
+
+    catalog = pd.DataFrame(
+        {
+            "source": ["both", "old", "qr3_only", "empty_src", "broken"],
+            "ra_deg": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "dec_deg": [0.0, 0.0, 0.0, 0.0, 0.0],
+        }
+    )
+    both = synthetic_measurements(150, seed=1, source="both", qr2_flux_factor=1 / 0.97)
+    old = synthetic_measurements(40, seed=2, source="old", releases=("qr2",))
+    old = old.drop(columns=["release", "calibration_scale"])  # results from before releases
+    qr3 = synthetic_measurements(30, seed=3, source="qr3_only", releases=("qr3",))
+    tables = {"both": both, "old": old, "qr3_only": qr3, "empty_src": empty_measurements()}
+    out = build_sources_summary(catalog, tables, failures={})
+    assert list(out.columns) == list(SOURCES_COLUMNS)
+    assert {"n_qr2", "n_qr3", *XREL_KEYS} <= set(out.columns)
+    # The columns of before keep their order, the release-aware ones come after them.
+    assert list(out.columns[:11]) == [
+        "source",
+        "name",
+        "ra_deg",
+        "dec_deg",
+        "n_images",
+        "n_measured",
+        "n_recommended",
+        "n_detected",
+        "median_snr",
+        "status",
+        "failure_reason",
+    ]
+    by = out.set_index("source")
+    assert by.loc["both", "n_qr2"] == (both["release"] == "qr2").sum() > 0
+    assert by.loc["both", "n_qr3"] == (both["release"] == "qr3").sum() > 0
+    assert (by["n_qr2"] + by["n_qr3"]).dropna().equals(by["n_images"].dropna())
+    expected = cross_release_check(both)
+    assert expected["xrel_n_bins"] > 0
+    for key in XREL_KEYS:
+        assert by.loc["both", key] == expected[key], key
+    assert by.loc["both", "xrel_ratio"] == pytest.approx(0.97, abs=4 * expected["xrel_ratio_err"])
+    assert (by.loc["old", "n_qr2"], by.loc["old", "n_qr3"]) == (40, 0)
+    assert (by.loc["qr3_only", "n_qr2"], by.loc["qr3_only", "n_qr3"]) == (0, 30)
+    for src in ("old", "qr3_only", "empty_src"):
+        assert by.loc[src, "xrel_n_bins"] == 0 and np.isnan(by.loc[src, "xrel_ratio"]), src
+    assert by.loc["old", "xrel_scales"] == "qr2:qr2"
+    assert by.loc["qr3_only", "xrel_scales"] == "qr3:r7"
+    assert by.loc["empty_src", "xrel_scales"] == ""
+    # No table: unknown, not zero.
+    assert pd.isna(by.loc["broken", "n_qr2"]) and pd.isna(by.loc["broken", "xrel_n_bins"])
+    assert np.isnan(by.loc["broken", "xrel_ratio"])
+    assert str(out["xrel_n_bins"].dtype) == "Int64" and out["xrel_ratio"].dtype == "float64"
+    # As the summary rule writes it.
+    path = tmp_path / "sources.csv"
+    write_csv_atomic(path, out, float_format="%.6g")
+    back = pd.read_csv(path, keep_default_na=False, na_values=[""]).set_index("source")
+    assert back.loc["both", "xrel_n_bins"] == expected["xrel_n_bins"]
+    assert back.loc["both", "xrel_ratio"] == pytest.approx(expected["xrel_ratio"], rel=1e-5)
+    assert back.loc["both", "xrel_scales"] == "qr3:r7,qr2:r7"

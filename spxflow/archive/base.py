@@ -35,7 +35,8 @@ class CutoutResult:
 
 @dataclass
 class CalibrationFile:
-    family: str  # "spectral_wcs" or "solid_angle_pixel_map"
+    family: str  # a family of format.CALIBRATION_TOKENS[release], e.g. "spectral_wcs", "epsf"
+    release: str  # "qr2" / "qr3": which release's product (tokens differ per release)
     detector: int
     calibration_id: str
     path: str
@@ -91,8 +92,12 @@ class Archive(abc.ABC):
         return [self.fetch_cutout(row, ra, dec, size_arcsec, dest_dir) for row in rows]
 
     @abc.abstractmethod
-    def fetch_calibration(self, family: str, detector: int, dest: Path) -> CalibrationFile:
-        """Write calibration product ``family`` for ``detector`` to ``dest`` (atomically)."""
+    def fetch_calibration(
+        self, release: str, family: str, detector: int, dest: Path
+    ) -> CalibrationFile:
+        """Write calibration product ``family`` of ``release`` for ``detector`` to ``dest`` (a
+        ``.fits`` path, or a directory to hold ``format.calibration_file_name(release, family,
+        detector)``), atomically."""
 
     def truth_sed(self, ra: float, dec: float, wavelength_um, *, bandwidth_um=None):
         """Injected SED [µJy] at ``wavelength_um`` of a simulated source; None for real data."""

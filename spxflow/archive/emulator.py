@@ -6,13 +6,17 @@ and request statistics, which share the per-request state.
 Serves, from a ``SimulatedArchive``:
 
 - ``GET /SIA?POS=CIRCLE ra dec r&COLLECTION=..&TIME=lo hi&MAXREC=n``: SIA2 VOTable with the §3.1
-  columns (rows of ``SimulatedArchive.discover``; ``access_url`` values are the real IRSA URLs,
-  so the discovery table equals the simulated backend's). Bad requests answer HTTP 200 with a
-  ``QUERY_STATUS=ERROR`` VOTable as IRSA does; more rows than ``MAXREC`` (or the emulator's
-  ``sia_max_rows``) answer the first rows with ``QUERY_STATUS=OVERFLOW``.
-- ``GET /ibe/data/spherex/qr2/level2/...fits?center=ra,dec&size=deg[&gzip=false]``: a cutout
-  (``SimulatedArchive.cutout_bytes``), gzip unless ``gzip=false``; HTTP 400 if no overlap.
-- ``GET /ibe/data/spherex/qr2/<family>/<token>/<det>/<file>``: calibration products.
+  columns (rows of ``SimulatedArchive.discover`` whose ``obs_collection`` is requested:
+  spherex_qr2, spherex_qr2_deep, spherex_qr3, spherex_qr3_deep; ``access_url`` values are the
+  real IRSA URLs, so the discovery table equals the simulated backend's). Bad requests answer
+  HTTP 200 with a ``QUERY_STATUS=ERROR`` VOTable as IRSA does; more rows than ``MAXREC`` (or
+  the emulator's ``sia_max_rows``) answer the first rows with ``QUERY_STATUS=OVERFLOW``.
+- ``GET /ibe/data/spherex/<release>/level2/...fits?center=ra,dec&size=deg[&gzip=false]``
+  (release qr2 or qr3): a cutout (``SimulatedArchive.cutout_bytes``, QR2 or R7 layout), gzip
+  unless ``gzip=false``; HTTP 400 if no overlap, 404 for an image the archive does not serve.
+- ``GET /ibe/data/spherex/<release>/<family>/<token>/<det>/<file>``: calibration products of
+  ``format.CALIBRATION_TOKENS``; 404 unless token and file name are exactly the product's
+  (e.g. the D3-only ``cal-epsf-v2`` token 404s on other detectors).
 - ``GET /__stats``: JSON counters (requests, status codes, faults injected, in flight and the
   maximum concurrent requests seen per path kind, requests per URL). ``POST /__reset`` zeroes
   them. ``GET``/``POST /__faults``: read / replace the fault configuration.
@@ -60,13 +64,16 @@ from spxflow.archive.base import ArchiveError, NoOverlapError
 from spxflow.archive.sia import error_votable_bytes, votable_bytes
 from spxflow.archive.simulated import SimulatedArchive
 from spxflow.archive.validate import maybe_gunzip
-from spxflow.format import CALIBRATION_FAMILIES, calibration_file_name
+from spxflow.format import CALIBRATION_TOKENS, calibration_file_name, calibration_token
 
 IRSA_ORIGIN = "https://irsa.ipac.caltech.edu"
 FAULTS = ("429", "503", "slow", "truncate", "reset", "gzip", "no_overlap", "error_votable")
 KINDS = ("sia", "cutout", "calibration")
+_RELEASE_PATH = "|".join(sorted(CALIBRATION_TOKENS))
+_CUTOUT_RE = re.compile(rf"^/ibe/data/spherex/(?:{_RELEASE_PATH})/level2/")
 _CAL_RE = re.compile(
-    r"^/ibe/data/spherex/qr2/(?P<family>[a-z_]+)/(?P<token>[^/]+)/(?P<det>[1-6])/(?P<file>[^/]+)$"
+    rf"^/ibe/data/spherex/(?P<release>{_RELEASE_PATH})/(?P<family>[a-z0-9_]+)/(?P<token>[^/]+)/"
+    r"(?P<det>[1-6])/(?P<file>[^/]+)$"
 )
 _SIZE_UNITS = {"": 3600.0, "d": 3600.0, "deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0}
 
@@ -236,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _kind(path: str) -> str | None:
         if path.rstrip("/") == "/SIA":
             return "sia"
-        if path.startswith("/ibe/data/spherex/qr2/level2/"):
+        if _CUTOUT_RE.match(path):
             return "cutout"
         if _CAL_RE.match(path):
             return "calibration"
@@ -381,14 +388,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _calibration(self, path: str) -> tuple[int, bytes, str]:
         m = _CAL_RE.match(path)
-        family, det = m["family"], int(m["det"])
+        release, family, det = m["release"], m["family"], int(m["det"])
         if (
-            family not in CALIBRATION_FAMILIES
-            or m["token"] != CALIBRATION_FAMILIES[family][0]
-            or m["file"] != calibration_file_name(family, det)
+            family not in CALIBRATION_TOKENS[release]
+            or m["token"] != calibration_token(release, family, det)
+            or m["file"] != calibration_file_name(release, family, det)
         ):
             return 404, f"no such calibration file {path}\n".encode(), "text/plain"
-        return 200, self.server.archive.calibration_bytes(family, det), "application/fits"
+        data = self.server.archive.calibration_bytes(release, family, det)
+        return 200, data, "application/fits"
 
     # -------------------------------------------------------------- low level
     def _send(self, code, body: bytes, ctype: str, headers=None, truncate=False) -> int:

@@ -7,8 +7,13 @@
 - Cutouts: ``access_url?center=<ra>,<dec>&size=<deg>&gzip=false`` streamed through
   ``spxflow.archive.http.download`` (retries, backoff with jitter, Retry-After, per-host
   concurrency limit shared by threads and processes, validation before an atomic rename).
-- Calibration: IRSA's fixed paths ``<ibe_data_url>/<family>/<token>/<det>/<file>``
-  (``shared/spherex_format.md`` §4), downloaded once, validated and checksummed.
+- Releases: every configured collection must be one ``format.release_of_collection`` knows
+  (``spherex_qr2``/``_deep``, ``spherex_qr3``/``_deep``); discovery rows keep their
+  ``obs_collection``, and the same file returned by wide and deep, or one exposure under two
+  processing tokens, is left for ``spxflow.discovery.deduplicate`` to resolve (and report).
+- Calibration: IRSA's fixed paths ``<ibe_data_url>/<release>/<family>/<token>/<det>/<file>``
+  (``format.calibration_key``; ``shared/spherex_format.md`` §4, §8.6), downloaded once,
+  validated per family (``format.CALIBRATION_HDUS``) and checksummed.
 
 Every URL goes through ``base_url_override`` (scheme+host replaced), which is how the loopback
 emulator (``spxflow.archive.emulator``) stands in for IRSA.
@@ -44,10 +49,14 @@ from spxflow.archive.validate import cutout_problem
 from spxflow.config import block_defaults
 from spxflow.fileio import sha256_file
 from spxflow.format import (
-    CALIBRATION_FAMILIES,
+    CALIBRATION_HDUS,
+    CALIBRATION_TOKENS,
     DETECTORS,
+    RELEASES,
     calibration_file_name,
     calibration_id,
+    calibration_key,
+    release_of_collection,
 )
 
 CONFIG_DEFAULTS = block_defaults("archive", "irsa")  # the schema is their one home
@@ -62,7 +71,6 @@ class IrsaArchive(Archive):
         self,
         sia_url: str = CONFIG_DEFAULTS["sia_url"],
         collections: Sequence[str] = tuple(CONFIG_DEFAULTS["collections"]),
-        calibration_collection: str = CONFIG_DEFAULTS["calibration_collection"],
         ibe_data_url: str = CONFIG_DEFAULTS["ibe_data_url"],
         base_url_override: str | None = CONFIG_DEFAULTS["base_url_override"],
         timeout_s: float = CONFIG_DEFAULTS["timeout_s"],
@@ -73,8 +81,6 @@ class IrsaArchive(Archive):
         maxrec: int = CONFIG_DEFAULTS["maxrec"],
         lock_dir: str | os.PathLike | None = CONFIG_DEFAULTS["lock_dir"],
     ):
-        if not collections:
-            raise ValueError("config archive.irsa.collections: at least one collection needed")
         if int(max_concurrent_per_host) < 1:
             raise ValueError("config archive.irsa.max_concurrent_per_host must be >= 1")
         if int(retry_attempts) < 1:
@@ -83,9 +89,12 @@ class IrsaArchive(Archive):
             raise ValueError("config archive.irsa.timeout_s must be > 0")
         self.base_url_override = base_url_override or None
         self.sia_url = rewrite_url(sia_url, self.base_url_override)
-        self.collections = list(collections)
-        self.calibration_collection = calibration_collection
-        self.ibe_data_url = rewrite_url(ibe_data_url.rstrip("/"), self.base_url_override)
+        self.collections = check_collections(collections)
+        # Releases the configured collections belong to, in RELEASES order ("qr2", "qr3").
+        self.releases = tuple(
+            r for r in RELEASES if r in {release_of_collection(c) for c in self.collections}
+        )
+        self.ibe_data_url = rewrite_url(check_ibe_data_url(ibe_data_url), self.base_url_override)
         self.timeout_s = float(timeout_s)
         self.max_concurrent = int(max_concurrent_per_host)
         self.policy = RetryPolicy(int(retry_attempts), float(backoff_base_s), float(backoff_max_s))
@@ -209,25 +218,32 @@ class IrsaArchive(Archive):
             )
 
     # ------------------------------------------------------------------ calibration
-    def calibration_url(self, family: str, detector: int) -> str:
-        """IRSA path of a calibration product: ``<ibe>/<family>/<token>/<det>/<file>``."""
-        if family not in CALIBRATION_FAMILIES:
+    def calibration_url(self, release: str, family: str, detector: int) -> str:
+        """IRSA path of a calibration product: ``<ibe_data_url>/<release>/<family>/<token>/
+        <det>/<file>`` (``format.calibration_key``, the token chosen per detector)."""
+        if release not in RELEASES:
             raise ArchiveError(
-                f"unknown calibration family {family!r}; known: {sorted(CALIBRATION_FAMILIES)}"
+                f"unknown calibration release {release!r}; known: {sorted(RELEASES)}"
             )
-        if detector not in DETECTORS:
+        if family not in CALIBRATION_TOKENS.get(release, {}):
+            raise ArchiveError(
+                f"no calibration family {family!r} in release {release!r}; known: "
+                f"{sorted(CALIBRATION_TOKENS.get(release, {}))}"
+            )
+        if isinstance(detector, bool) or detector not in DETECTORS:
             raise ArchiveError(f"calibration detector must be 1..6, got {detector!r}")
-        token = CALIBRATION_FAMILIES[family][0]
-        name = calibration_file_name(family, detector)
-        return f"{self.ibe_data_url}/{family}/{token}/{detector}/{name}"
+        return f"{self.ibe_data_url}/{calibration_key(release, family, int(detector))}"
 
-    def fetch_calibration(self, family: str, detector: int, dest: Path) -> CalibrationFile:
-        """Download (once) to ``dest`` (a ``.fits`` path) or into directory ``dest``."""
+    def fetch_calibration(
+        self, release: str, family: str, detector: int, dest: Path
+    ) -> CalibrationFile:
+        """Download (once) to ``dest`` (a ``.fits`` path) or into directory ``dest`` (under
+        ``format.calibration_file_name``); a valid file already there is not fetched again."""
+        url = self.calibration_url(release, family, detector)
         detector = int(detector)
-        url = self.calibration_url(family, detector)
         dest = Path(dest)
         if dest.suffix.lower() != ".fits" or dest.is_dir():
-            dest = dest / calibration_file_name(family, detector)
+            dest = dest / calibration_file_name(release, family, detector)
 
         def problem(path: Path) -> str:
             return calibration_problem(path, family)
@@ -244,11 +260,14 @@ class IrsaArchive(Archive):
                     validate=problem,
                 )
             except (DownloadError, NoOverlapError) as exc:
-                raise ArchiveError(f"calibration {family} D{detector} from {url}: {exc}") from None
+                raise ArchiveError(
+                    f"calibration {release} {family} D{detector} from {url}: {exc}"
+                ) from None
         return CalibrationFile(
+            release=release,
             family=family,
             detector=detector,
-            calibration_id=calibration_id(family, detector),
+            calibration_id=calibration_id(release, family, detector),
             path=str(dest),
             size_bytes=dest.stat().st_size,
             sha256=sha256_file(dest),
@@ -260,9 +279,61 @@ class IrsaArchive(Archive):
         return None
 
 
+def check_collections(collections: Sequence[str]) -> list[str]:
+    """The configured science collections, each one a release of ``format.RELEASES`` knows."""
+    if isinstance(collections, str):
+        collections = [collections]
+    out = [str(c) for c in collections]
+    if not out:
+        raise ValueError("config archive.irsa.collections: at least one collection needed")
+    science = [c for r in RELEASES.values() for c in r.collections]
+    for c in out:
+        try:
+            release = release_of_collection(c)
+        except ValueError:
+            raise ValueError(
+                f"config archive.irsa.collections: unknown SPHEREx collection {c!r}; "
+                f"known: {science}"
+            ) from None
+        if c not in RELEASES[release].collections:
+            raise ValueError(
+                f"config archive.irsa.collections: {c!r} is a calibration collection, not a "
+                f"Level-2 science collection; known: {science} (calibration products come "
+                "from their fixed IBE paths)"
+            )
+    twice = sorted({c for c in out if out.count(c) > 1})
+    if twice:
+        raise ValueError(f"config archive.irsa.collections: {twice} listed more than once")
+    return out
+
+
+def check_ibe_data_url(url: str) -> str:
+    """``archive.irsa.ibe_data_url`` without a trailing '/'; it is the data root and must not
+    end in a release segment (the old meaning of the key: ``…/spherex/qr2``)."""
+    root = str(url).rstrip("/")
+    last = root.rsplit("/", 1)[-1]
+    if last in RELEASES:
+        raise ValueError(
+            f"config archive.irsa.ibe_data_url {url!r} ends with the release segment "
+            f"'/{last}': the key is now the IBE data root without the release (e.g. "
+            f"{root[: -len(last) - 1]!r}); release paths ({', '.join(RELEASES)}) are appended "
+            "by the code"
+        )
+    return root
+
+
+# HDUs of calibration products that are binary tables; every other listed HDU is a 2-D image.
+_TABLE_HDUS = {"WCS-WAVE", "EPSF"}
+
+
 def calibration_problem(path: str | os.PathLike, family: str) -> str:
-    """Empty string if ``path`` is a readable calibration file with the family's HDUs."""
-    want = CALIBRATION_FAMILIES[family][1]
+    """Empty string if ``path`` is a readable calibration file with the HDUs of ``family``
+    (``format.CALIBRATION_HDUS``): 2-D images, and non-empty binary tables for ``WCS-WAVE``
+    and ``EPSF`` (the latter with an ``EPSF`` column)."""
+    try:
+        want = CALIBRATION_HDUS[family]
+    except KeyError:
+        return f"unknown calibration family {family!r}; known: {sorted(CALIBRATION_HDUS)}"
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
             names = [h.name for h in hdul]
@@ -272,7 +343,19 @@ def calibration_problem(path: str | os.PathLike, family: str) -> str:
             for h in hdul[1:]:
                 _ = h.data
             for n in want:
-                if n != "WCS-WAVE" and (hdul[n].data is None or hdul[n].data.ndim != 2):
+                hdu = hdul[n]
+                if n in _TABLE_HDUS:
+                    if not isinstance(hdu, fits.BinTableHDU) or hdu.data is None:
+                        return f"{n} is not a binary table"
+                    if len(hdu.data) == 0:
+                        return f"{n} table has no rows"
+                    if n == "EPSF" and "EPSF" not in hdu.columns.names:
+                        return f"EPSF table lacks the EPSF column (has {hdu.columns.names})"
+                elif (
+                    not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+                    or hdu.data is None
+                    or hdu.data.ndim != 2
+                ):
                     return f"{n} is not a 2-D image"
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         return f"not a readable FITS file: {type(exc).__name__}: {exc}"

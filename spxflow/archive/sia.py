@@ -167,7 +167,8 @@ def _column(col, kind: str, name: str, n: int):
 
 
 class SiaClient:
-    """pyvo ``SIA2Service`` discovery over several collections, paging by TIME past MAXREC.
+    """pyvo ``SIA2Service`` discovery over several collections (one query set per collection,
+    QR2 and QR3 alike), paging by TIME past MAXREC.
 
     ``session`` is a ``requests.Session`` (pyvo uses it for every request); ``before_request``
     is an optional context-manager factory (the per-host concurrency slot) entered around each
@@ -196,15 +197,22 @@ class SiaClient:
         self.n_queries = 0
 
     def discover(self, ra: float, dec: float, radius_arcsec: float) -> pd.DataFrame:
-        parts = []
+        """Rows of every collection (each keeps its ``obs_collection``; a row without one gets
+        the collection it was queried from). Only identical rows of one collection (TIME pages
+        overlap at their edges) are merged here: the same file under two collections (wide and
+        deep) or two processings of one exposure are ``spxflow.discovery.deduplicate``'s job."""
+        frames = []
         for collection in self.collections:
-            parts.extend(self._collection_rows(collection, ra, dec, radius_arcsec))
-        if not parts:
+            for part in self._collection_rows(collection, ra, dec, radius_arcsec):
+                frame = normalise_sia_table(part)
+                frame.loc[frame["obs_collection"] == "", "obs_collection"] = collection
+                frames.append(frame)
+        if not frames:
             return normalise_sia_table(_empty_frame())
-        frames = [normalise_sia_table(p) for p in parts]
         df = pd.concat(frames, ignore_index=True)
-        # TIME pages overlap at their edges and collections may share rows: one row per image.
-        df = df.drop_duplicates(subset=["obs_publisher_did", "access_url"], keep="first")
+        df = df.drop_duplicates(
+            subset=["obs_collection", "obs_publisher_did", "access_url"], keep="first"
+        )
         return coerce_sia_dtypes(df)
 
     def _collection_rows(self, collection, ra, dec, radius_arcsec):

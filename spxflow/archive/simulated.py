@@ -1,8 +1,11 @@
-"""SimulatedArchive: an offline SPHEREx QR2 archive with known injected truth.
+"""SimulatedArchive: an offline SPHEREx QR2 + QR3 archive with known injected truth.
 
 Discovery tables, cutouts and calibration files have the structure of the real IRSA products
-(``shared/spherex_format.md`` §1-§4); the sky is the simulator of ``spxflow.sim``. The simulated
-truth travels in ``SIM*`` cards of the IMAGE header and in ``truth_sed``.
+(``shared/spherex_format.md`` §1-§4 for QR2, §8 for the R7 layout of QR3); the sky is the
+simulator of ``spxflow.sim``. QR2 and QR3 are consecutive time slices of one survey
+(``spxflow.sim.timeline``) with one true sky on the R7 gain scale: QR2 pixels are that sky
+divided by the QR3 ``l3_flux_corrections`` map. The simulated truth travels in ``SIM*`` cards
+of the IMAGE header (SIMFLUX: the true flux) and in ``truth_sed``.
 
 One concept, hence one module over ~400 lines: the ``Archive`` interface of a simulated
 archive (discovery, cutouts, calibration, truth) and its CLI; the sky itself is ``spxflow.sim``.
@@ -10,13 +13,13 @@ archive (discovery, cutouts, calibration, truth) and its CLI; the sky itself is 
 CLI::
 
     python -m spxflow.archive.simulated discover RA DEC [--radius-arcsec R] [--passes N]
-    python -m spxflow.archive.simulated cutout IMAGE_ID RA DEC SIZE_ARCSEC OUT.fits
+        [--releases qr2,qr3] [--qr3-days D]
+    python -m spxflow.archive.simulated cutout IMAGE_ID RA DEC SIZE_ARCSEC OUT.fits [same options]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
 import re
@@ -40,40 +43,40 @@ from spxflow.config import block_defaults
 from spxflow.fileio import atomic_path, sha256_file
 from spxflow.format import (
     BANDS,
-    CALIBRATION_FAMILIES,
-    DETECTOR_FOV_DEG,
     NPIX,
     PIXEL_SCALE_ARCSEC,
-    SIA_COLUMN_NAMES,
     calibration_file_name,
     calibration_id,
 )
-from spxflow.sim import render, sky, spectral_model, survey
-from spxflow.sim import wcs as simwcs
-from spxflow.sim.fitsout import card, data_bytes, header_bytes, image_structure_cards
-from spxflow.sim.fitsout import primary_cards as _primary_cards
+from spxflow.sim import calproducts, discovery, render, sky, spectral_model, survey
 from spxflow.sim.sed import band_average, monochromatic
 
 DEFAULT_TRUTH_TABLE = Path(__file__).resolve().parents[2] / "resources" / "sim_sky_truth.csv"
 CONFIG_DEFAULTS = block_defaults("archive", "simulated")  # the schema is their one home
 MAX_SIZE_ARCSEC = NPIX * PIXEL_SCALE_ARCSEC  # one detector side
-_DID_RE = re.compile(r"^ivo://irsa\.ipac/spherex_qr2\?(?P<obsid>[^/]+)/D(?P<det>\d)$")
+_DID_RE = re.compile(
+    r"^ivo://irsa\.ipac/spherex_(?P<rel>qr2|qr3)\?(?P<obsid>[^/]+)/D(?P<det>\d)(?P<retry>/retry)?$"
+)
 _URL_RE = re.compile(
-    r"^https://irsa\.ipac\.caltech\.edu/ibe/data/spherex/qr2/level2/(?P<pp>[^/]+)/(?P<token>[^/]+)/"
-    r"(?P<det>\d)/level2_(?P<obsid>[^/]+?)D(?P<det2>\d)_spx_(?P<token2>[^/?]+)\.fits(?:\?.*)?$"
+    r"^https://irsa\.ipac\.caltech\.edu/ibe/data/spherex/(?P<rel>qr2|qr3)/level2/(?P<pp>[^/]+)/"
+    r"(?P<token>[^/]+)/(?P<det>\d)/level2_(?P<obsid>[^/]+?)D(?P<det2>\d)_spx_(?P<token2>[^/?]+)"
+    r"\.fits(?:\?.*)?$"
 )
 
 
 class SimulatedArchive(Archive):
-    """Simulated SPHEREx QR2 archive (deterministic for a given configuration).
+    """Simulated SPHEREx QR2 + QR3 archive (deterministic for a given configuration).
 
     Config keys (``from_config``): ``seed`` (sky noise, field stars, pixel defects),
-    ``passes`` (6-month survey passes served), ``noise`` (False: no Gaussian noise and no value
+    ``passes`` (6-month survey passes served as QR2, cut at the QR3 start 2026-07-20),
+    ``releases`` (subset of qr2, qr3), ``qr3_days`` (length of the QR3 time slice from
+    2026-07-20, whatever ``passes`` is), ``noise`` (False: no Gaussian noise and no value
     corruption of TRANSIENT/OUTLIER/PERSIST/COLD pixels; flags, NONFUNC pixels and the
     field stars stay), ``psf_header_erratum`` (pre-6.5.6 transposed PSF zone cards, VERSION
     6.5.4; data unchanged), ``gzip`` (``cutout_bytes`` returns gzip), ``field_stars``,
     ``truth_table`` (CSV path; default ``resources/sim_sky_truth.csv`` of the checkout).
     The survey geometry (pointings, OBSIDs, times) does not depend on the seed.
+    ``psf_header_erratum`` concerns QR2 files only.
     """
 
     name = "simulated"
@@ -82,6 +85,8 @@ class SimulatedArchive(Archive):
         self,
         seed: int = CONFIG_DEFAULTS["seed"],
         passes: int = CONFIG_DEFAULTS["passes"],
+        releases: Sequence[str] = tuple(CONFIG_DEFAULTS["releases"]),
+        qr3_days: float = CONFIG_DEFAULTS["qr3_days"],
         noise: bool = CONFIG_DEFAULTS["noise"],
         psf_header_erratum: bool = CONFIG_DEFAULTS["psf_header_erratum"],
         gzip: bool = CONFIG_DEFAULTS["gzip"],
@@ -96,6 +101,20 @@ class SimulatedArchive(Archive):
             or not 1 <= passes <= 8
         ):
             raise ValueError(f"simulated archive: passes must be an integer 1..8, got {passes!r}")
+        if isinstance(releases, str) or not isinstance(releases, Sequence):
+            raise ValueError(f"simulated archive: releases must be a list, got {releases!r}")
+        try:
+            rels = survey.check_releases(releases)
+        except ValueError as exc:
+            raise ValueError(f"simulated archive: {exc}") from None
+        if len(rels) != len(releases):
+            raise ValueError(f"simulated archive: releases must be unique, got {releases!r}")
+        if (
+            isinstance(qr3_days, bool)
+            or not isinstance(qr3_days, (int, float, np.integer, np.floating))
+            or not 0 < float(qr3_days) <= 182
+        ):
+            raise ValueError(f"simulated archive: qr3_days must be in (0, 182], got {qr3_days!r}")
         for key, val in (
             ("noise", noise),
             ("psf_header_erratum", psf_header_erratum),
@@ -109,6 +128,8 @@ class SimulatedArchive(Archive):
             raise ValueError(f"simulated archive: truth_table {str(path)!r} does not exist")
         self.seed = int(seed)
         self.passes = int(passes)
+        self.releases = rels
+        self.qr3_days = float(qr3_days)
         self.gzip = gzip
         self.truth_path = str(path.resolve())
         self.truth = sky.load_truth(self.truth_path)
@@ -147,8 +168,11 @@ class SimulatedArchive(Archive):
         radius = float(radius_arcsec)
         if not math.isfinite(radius) or radius < 0:
             raise ValueError(f"radius_arcsec must be finite and >= 0, got {radius_arcsec!r}")
-        pos, slew, step, det, _, _ = survey.find_images(ra, dec, radius, self.passes)
-        table = _discovery_rows(slew, step, det)
+        pos, slew, step, det, _, _ = survey.find_images(
+            ra, dec, radius, self.passes, self.releases, self.qr3_days
+        )
+        table, frame = discovery.discovery_table(slew, step, det)
+        pos = pos[frame]
         # One global sort (position, t_min, did) so each position is a contiguous, ordered run.
         order = np.lexsort(
             (table["obs_publisher_did"].to_numpy(dtype=str), table["t_min"].to_numpy(), pos)
@@ -162,19 +186,28 @@ class SimulatedArchive(Archive):
 
     # ------------------------------------------------------------------ cutouts
     def image_info(self, image: str) -> survey.ImageInfo:
-        """Resolve an obs_publisher_did or access_url; ArchiveError if unknown."""
+        """Resolve an obs_publisher_did or access_url (QR2, QR3, l2b_retry copies);
+        ArchiveError if this archive does not serve it."""
         text = str(image).strip()
         m = _DID_RE.match(text)
         url = None
-        if not m:
+        if m:
+            retry = bool(m["retry"])
+        else:
             url = _URL_RE.match(text)
             if not url or url["det"] != url["det2"] or url["token"] != url["token2"]:
-                raise ArchiveError(f"unknown image id {image!r} (not a SPHEREx QR2 DID or URL)")
-            m = url
+                raise ArchiveError(f"unknown image id {image!r} (not a SPHEREx Level-2 DID or URL)")
+            m, retry = url, url["token"].startswith("l2b_retry-")
         try:
-            info = survey.parse_obsid(m["obsid"], int(m["det"]), self.passes)
+            info = survey.parse_obsid(
+                m["obsid"], int(m["det"]), self.passes, self.releases, self.qr3_days, retry
+            )
         except KeyError as exc:
             raise ArchiveError(f"unknown image id {image!r}: {exc.args[0]}") from None
+        if info.release != m["rel"]:
+            raise ArchiveError(
+                f"unknown image id {image!r}: {m['obsid']} is a {info.release} image"
+            )
         if url is not None and (url["pp"] != info.planning_period or url["token"] != info.token):
             raise ArchiveError(f"unknown image id {image!r}: path does not match the archive")
         return info
@@ -222,51 +255,30 @@ class SimulatedArchive(Archive):
         return result
 
     # ------------------------------------------------------------------ calibration
-    def calibration_bytes(self, family: str, detector: int) -> bytes:
-        """Bytes of calibration product ``family`` (spectral_wcs / solid_angle_pixel_map)."""
-        if family not in CALIBRATION_FAMILIES:
-            raise ArchiveError(
-                f"unknown calibration family {family!r}; known: {sorted(CALIBRATION_FAMILIES)}"
-            )
-        if detector not in BANDS:
-            raise ArchiveError(f"calibration detector must be 1..6, got {detector!r}")
-        prim = header_bytes(
-            _primary_cards("6.5.6", [card("DETECTOR", int(detector)), card("CALFAM", family)])
-        )
-        parts = [prim]
-        if family == "spectral_wcs":
-            cwave, cband = spectral_model.cwave_cband(detector)
-            for name, arr in (("CWAVE", cwave), ("CBAND", cband)):
-                cards = image_structure_cards(arr) + [
-                    card("EXTNAME", name, "extension name"),
-                    card("BUNIT", "um", "micron"),
-                    card("DETECTOR", int(detector)),
-                ]
-                parts.append(header_bytes(cards) + data_bytes(arr))
-            parts.append(render.wcs_wave_bytes(detector))
-        else:
-            sapm = sky.solid_angle_map(detector)
-            cards = image_structure_cards(sapm) + [
-                card("EXTNAME", "IMAGE", "extension name"),
-                card("BUNIT", "arcsec2", "pixel solid angle"),
-                card("DETECTOR", int(detector)),
-            ]
-            parts.append(header_bytes(cards) + data_bytes(sapm))
-        return b"".join(parts)
+    def calibration_bytes(self, release: str, family: str, detector: int) -> bytes:
+        """Bytes of calibration product ``family`` of ``release`` for ``detector``: any family
+        of ``format.CALIBRATION_TOKENS[release]`` (ArchiveError otherwise)."""
+        try:
+            return calproducts.calibration_bytes(release, family, detector)
+        except ValueError as exc:
+            raise ArchiveError(str(exc)) from None
 
-    def fetch_calibration(self, family: str, detector: int, dest: Path) -> CalibrationFile:
+    def fetch_calibration(
+        self, release: str, family: str, detector: int, dest: Path
+    ) -> CalibrationFile:
         """Write the product to ``dest`` (a ``.fits`` path) or into directory ``dest`` under
-        ``calibration_file_name(family, detector)``; atomic."""
+        ``calibration_file_name(release, family, detector)``; atomic."""
+        data = self.calibration_bytes(release, family, detector)
         dest = Path(dest)
         if dest.suffix.lower() != ".fits" or dest.is_dir():
-            dest = dest / calibration_file_name(family, detector)
-        data = self.calibration_bytes(family, detector)
+            dest = dest / calibration_file_name(release, family, detector)
         with atomic_path(dest) as tmp:
             tmp.write_bytes(data)
         return CalibrationFile(
             family=family,
+            release=release,
             detector=int(detector),
-            calibration_id=calibration_id(family, detector),
+            calibration_id=calibration_id(release, family, detector),
             path=str(dest),
             size_bytes=dest.stat().st_size,
             sha256=sha256_file(dest),
@@ -336,114 +348,6 @@ def _check_size(size) -> float:
     return val
 
 
-_CORNERS = np.array(
-    [[-0.5, -0.5], [NPIX - 0.5, -0.5], [NPIX - 0.5, NPIX - 0.5], [-0.5, NPIX - 0.5]]
-)
-
-
-@functools.lru_cache(maxsize=262144)
-def _release_date(slew: int) -> str:
-    return survey.mjd_to_datetime(survey.slew_meta(slew)[3] + 37.0).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _discovery_rows(slew, step, det) -> pd.DataFrame:
-    """SIA2 rows (§3.1 columns, realistic values) for frames (slew, step, det), vectorised."""
-    slew = np.asarray(slew, dtype=np.int64)
-    step = np.asarray(step, dtype=np.int64)
-    dets = np.asarray(det, dtype=np.int64)
-    n = len(slew)
-    pair = np.array([survey.DETECTOR_PAIR[int(d)] for d in dets], dtype=np.int64)
-    ra0, dec0, pa = survey.pointing(slew, step, pair)
-    cd = simwcs.cd_matrix(pa)
-    s_ra = np.zeros(n)
-    s_dec = np.zeros(n)
-    corners = np.zeros((n, 5, 2))
-    for d in np.unique(dets):
-        sel = dets == d
-        sip = simwcs.detector_sip(int(d))
-        px = np.append(_CORNERS[:, 0], (NPIX - 1) / 2.0)
-        py = np.append(_CORNERS[:, 1], (NPIX - 1) / 2.0)
-        r, dd = simwcs.pixel_to_world(
-            px[None, :], py[None, :], ra0[sel, None], dec0[sel, None], cd[sel, None], sip
-        )
-        corners[sel, :4, 0], corners[sel, :4, 1] = r[:, :4], dd[:, :4]
-        s_ra[sel], s_dec[sel] = r[:, 4], dd[:, 4]
-    corners[:, 4] = corners[:, 0]
-    meta = [survey.slew_meta(int(a)) for a in slew]
-    obsid = [f"{m[1]}_{s}" for m, s in zip(meta, step, strict=True)]
-    keys = [
-        f"qr2/level2/{m[0]}/{m[2]}/{d}/level2_{o}D{d}_spx_{m[2]}.fits"
-        for m, o, d in zip(meta, obsid, dets, strict=True)
-    ]
-    fmt = "POLYGON ICRS " + " ".join(["%.7f"] * 10)
-    regions = [fmt % tuple(c) for c in corners.reshape(n, 10).tolist()]
-    t_min = survey.step_mjd(slew, step)
-    release = [_release_date(int(a)) for a in slew]
-    bands = np.array([BANDS[d] for d in range(1, 7)])
-    df = pd.DataFrame(
-        {
-            "s_ra": s_ra,
-            "s_dec": s_dec,
-            "facility_name": "SPHEREx",
-            "instrument_name": "SPHEREx",
-            "dataproduct_subtype": "science",
-            "calib_level": 2,
-            "dataproduct_type": "image",
-            "energy_bandpassname": [f"SPHEREx-D{d}" for d in dets],
-            "energy_emband": "Infrared",
-            "obs_id": obsid,
-            "s_resolution": 3.075,
-            "em_min": bands[dets - 1, 0],
-            "em_max": bands[dets - 1, 1],
-            "em_res_power": bands[dets - 1, 2],
-            "proposal_title": "SPHEREx LVF Survey Data",
-            "access_url": [f"https://irsa.ipac.caltech.edu/ibe/data/spherex/{k}" for k in keys],
-            "access_format": "image/fits",
-            "access_estsize": 71638,
-            "t_exptime": survey.XPOSURE,
-            "s_region": regions,
-            "obs_collection": "spherex_qr2",
-            "obs_intent": "science",
-            "algorithm_name": "exposure",
-            "facility_keywords": "",
-            "instrument_keywords": "",
-            "environment_photometric": np.nan,
-            "proposal_id": "",
-            "proposal_pi": "",
-            "proposal_project": "SPHEREx",
-            "target_name": [f"SPS_{10000 + (int(a) * 7919) % 90000}" for a in slew],
-            "target_type": "field",
-            "target_standard": 0,
-            "target_moving": 0,
-            "target_keywords": "",
-            "obs_release_date": release,
-            "s_xel1": NPIX,
-            "s_xel2": NPIX,
-            "s_pixel_scale": PIXEL_SCALE_ARCSEC,
-            "position_timedependent": 0,
-            "t_min": t_min,
-            "t_max": t_min + survey.SPAN_SECONDS / 86400.0,
-            "t_resolution": np.nan,
-            "t_xel": np.nan,
-            "obs_publisher_did": [
-                f"ivo://irsa.ipac/spherex_qr2?{o}/D{d}" for o, d in zip(obsid, dets, strict=True)
-            ],
-            "s_fov": DETECTOR_FOV_DEG,
-            "em_xel": np.nan,
-            "pol_states": "",
-            "pol_xel": np.nan,
-            "cloud_access": [
-                '{"aws": {"bucket_name": "nasa-irsa-spherex", '
-                f'"key": "{k}", "region": "us-east-1"}}}}'
-                for k in keys
-            ],
-            "o_ucd": "",
-            "upload_row_id": 1,
-        }
-    )
-    return df.loc[:, list(SIA_COLUMN_NAMES)]
-
-
 # ---------------------------------------------------------------------------------------------
 # CLI
 
@@ -458,21 +362,30 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("ra", type=float)
     d.add_argument("dec", type=float)
     d.add_argument("--radius-arcsec", type=float, default=0.0)
-    d.add_argument("--passes", type=int, default=1)
     c = sub.add_parser("cutout", help="write one cutout FITS file")
     c.add_argument("image_id")
     c.add_argument("ra", type=float)
     c.add_argument("dec", type=float)
     c.add_argument("size_arcsec", type=float)
     c.add_argument("out")
-    c.add_argument("--passes", type=int, default=1)
+    for q in (d, c):
+        q.add_argument("--passes", type=int, default=CONFIG_DEFAULTS["passes"])
+        q.add_argument(
+            "--releases",
+            default=",".join(CONFIG_DEFAULTS["releases"]),
+            help="comma-separated releases served (default: %(default)s)",
+        )
+        q.add_argument("--qr3-days", type=float, default=CONFIG_DEFAULTS["qr3_days"])
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        arch = SimulatedArchive(seed=args.seed, passes=args.passes)
+        releases = [r.strip() for r in args.releases.split(",") if r.strip()]
+        arch = SimulatedArchive(
+            seed=args.seed, passes=args.passes, releases=releases, qr3_days=args.qr3_days
+        )
         if args.command == "discover":
             table = arch.discover(args.ra, args.dec, args.radius_arcsec)
             try:

@@ -10,7 +10,7 @@ from spxflow.photometry.result_flags import RESULT_FLAGS, describe
 from spxflow.photometry.settings import PhotometrySettings
 
 # Bump when a change alters measured numbers: it enters every measurement_id.
-PHOTOMETRY_VERSION = "1.0"
+PHOTOMETRY_VERSION = "1.1"  # 1.1: R7 layout, ePSF, flux corrections
 
 __all__ = [
     "PHOTOMETRY_VERSION",

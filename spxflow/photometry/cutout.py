@@ -1,4 +1,8 @@
-"""Reading what the photometry needs from one SPHEREx cutout file (spec §1-§2).
+"""Reading what the photometry needs from one SPHEREx cutout file (spec §1-§2, §8).
+
+Two layouts (§8.0): QR2 (a ``PSF`` cube, int32 FLAGS) and R7 (QR3/DR1: an ``EPSF`` table,
+FLAGS usually RICE_1-compressed). The layout is chosen by the HDUs present and cross-checked
+with the primary ``VERSION``.
 
 ZODI is deliberately not read: the fit's background plane absorbs it (recorded per row as
 ``zodi_subtracted = False``). The PSF plane is chosen from parent-pixel geometry, never from
@@ -8,12 +12,14 @@ the zone cards, so files with the transposed-header erratum (§1.6) are measured
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from spxflow.format import FLAG_BITS, psf_plane
+from spxflow.format import FLAG_BITS, layout_of_version, psf_plane
 from spxflow.photometry.celestial import TanSip, WcsError
+from spxflow.photometry.epsf import epsf_for
 from spxflow.photometry.fitsread import (
     FitsReadError,
     open_buffer,
@@ -23,7 +29,9 @@ from spxflow.photometry.fitsread import (
     scan,
 )
 
-REQUIRED_HDUS = ("IMAGE", "FLAGS", "VARIANCE", "PSF")
+REQUIRED_HDUS = ("IMAGE", "FLAGS", "VARIANCE")
+PSF_HDUS = {"PSF": "qr2", "EPSF": "r7"}  # the PSF-bearing HDU names the layout
+_MSKN_RE = re.compile(r"^MSKN(\d{4})$")
 
 
 class CutoutError(ValueError):
@@ -52,8 +60,11 @@ class Cutout:
     wcs_wave: tuple[np.ndarray, np.ndarray, np.ndarray] | None
     x: float  # target position, cutout 0-based
     y: float
-    plane: int
-    psf: np.ndarray  # the chosen 101x101 oversampled plane (the file's type: float32)
+    plane: int  # PSF cube plane (qr2) or EPSF table row (r7)
+    psf: np.ndarray  # 101x101 float32 cube plane (10x), or 33x33 float64 ePSF [y, x] (5x)
+    layout: str = "qr2"  # "qr2" | "r7"
+    version: str = ""  # primary VERSION ("" if absent)
+    psf_model: str = "cube"  # "cube" (PSF plane) | "epsf" (EPSF row)
 
     @property
     def x_parent(self) -> float:
@@ -64,12 +75,53 @@ class Cutout:
         return self.y + self.origin[1]
 
 
-def _flag_bits(header) -> dict[str, int]:
-    bits = {}
-    for k in header:
-        if k.startswith("MP_") and isinstance(header[k], int):
-            bits[k[3:]] = int(header[k])
-    return bits or {k: v[0] for k, v in FLAG_BITS.items()}
+def flag_bits(header) -> dict[str, int]:
+    """FLAGS bit numbers by name from the file's own cards: QR2 ``MP_<NAME> = bit`` (mostly
+    HIERARCH), R7 ``MSKNnnnn = 'NAME'``; the spec table only when a file has neither."""
+    mp, mskn = {}, {}
+    if hasattr(header, "keys_starting"):  # the lean Header: no walk over every card
+        mp_keys, mskn_keys = header.keys_starting("MP_"), header.keys_starting("MSKN")
+    else:
+        mp_keys = [k for k in header if k.startswith("MP_")]
+        mskn_keys = [k for k in header if k.startswith("MSKN")]
+    for k in mp_keys:
+        v = header[k]
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 32:
+            mp[k[3:]] = v
+    for k in mskn_keys:
+        m = _MSKN_RE.match(k)
+        name = str(header[k]).strip() if m else ""
+        if name and int(m[1]) < 32:  # an int32 plane has no higher bits
+            mskn[name] = int(m[1])
+    clash = {n: (mp[n], mskn[n]) for n in mp.keys() & mskn.keys() if mp[n] != mskn[n]}
+    if clash:
+        raise FitsReadError(f"FLAGS MP_* and MSKN* cards disagree (MP_, MSKN): {clash}")
+    return (mp | mskn) or {k: v[0] for k, v in FLAG_BITS.items()}
+
+
+def _layout(hdus: dict, version: str, name: str) -> str:
+    """'qr2' or 'r7' from the PSF-bearing HDU, cross-checked with VERSION (§8.0)."""
+    present = [n for n in PSF_HDUS if n in hdus]
+    if len(present) != 1:
+        what = "neither a PSF (QR2) nor an EPSF (R7) HDU" if not present else "both PSF and EPSF"
+        raise CutoutError("READ_FAILED", f"{name}: {what}; HDUs {list(hdus)}")
+    hdu = hdus[present[0]]
+    layout = PSF_HDUS[hdu.name]
+    if (layout == "r7") != hdu.is_table or (layout == "qr2" and len(hdu.shape) != 3):
+        kind = "BINTABLE" if hdu.is_table else f"image {hdu.shape}"
+        raise CutoutError("READ_FAILED", f"{name}: {hdu.name} HDU is a {kind}")
+    if version:
+        try:
+            implied = layout_of_version(version)
+        except ValueError as exc:
+            raise CutoutError("READ_FAILED", f"{name}: {exc}") from exc
+        if implied != layout:
+            raise CutoutError(
+                "READ_FAILED",
+                f"{name}: HDUs {list(hdus)} are the {layout} layout but primary VERSION "
+                f"{version!r} implies {implied}",
+            )
+    return layout
 
 
 def read_cutout(path: str | os.PathLike, ra: float, dec: float) -> Cutout:
@@ -87,18 +139,22 @@ def read_cutout(path: str | os.PathLike, ra: float, dec: float) -> Cutout:
 
 
 def _read(buf, path: str, ra: float, dec: float) -> Cutout:
-    hdus = {h.name: h for h in scan(buf)}
+    name = os.path.basename(path)
+    scanned = scan(buf)
+    hdus = {h.name: h for h in scanned}
     missing = [n for n in REQUIRED_HDUS if n not in hdus]
     if missing:
-        raise CutoutError("READ_FAILED", f"{os.path.basename(path)}: missing HDU(s) {missing}")
+        raise CutoutError("READ_FAILED", f"{name}: missing HDU(s) {missing}; has {list(hdus)}")
+    version = str(scanned[0].header.get("VERSION", "") or "").strip()
+    layout = _layout(hdus, version, name)
     ih = hdus["IMAGE"].header
     image = read_array(buf, hdus["IMAGE"]).astype(np.float64)
-    flags = read_array(buf, hdus["FLAGS"]).astype(np.int32)
+    flags = read_array(buf, hdus["FLAGS"]).astype(np.int32)  # int32 or RICE_1 (ZIMAGE)
     variance = read_array(buf, hdus["VARIANCE"]).astype(np.float64)
     if image.ndim != 2 or flags.shape != image.shape or variance.shape != image.shape:
         raise CutoutError(
             "READ_FAILED",
-            f"{os.path.basename(path)}: IMAGE {image.shape}, FLAGS {flags.shape} and VARIANCE "
+            f"{name}: IMAGE {image.shape}, FLAGS {flags.shape} and VARIANCE "
             f"{variance.shape} do not agree",
         )
     try:
@@ -106,22 +162,25 @@ def _read(buf, path: str, ra: float, dec: float) -> Cutout:
         x, y = wcs.world_to_pixel(ra, dec)
         x, y = float(x), float(y)
     except WcsError as exc:
-        raise CutoutError("BAD_WCS", f"{os.path.basename(path)}: {exc}") from exc
+        raise CutoutError("BAD_WCS", f"{name}: {exc}") from exc
     if not (np.isfinite(x) and np.isfinite(y)):
-        raise CutoutError("BAD_WCS", f"{os.path.basename(path)}: target maps to a non-finite pixel")
+        raise CutoutError("BAD_WCS", f"{name}: target maps to a non-finite pixel")
     ny, nx = image.shape
     if not (-0.5 <= x < nx - 0.5 and -0.5 <= y < ny - 0.5):
         raise CutoutError(
             "OFF_CUTOUT",
-            f"{os.path.basename(path)}: target at pixel ({x:.2f}, {y:.2f}) is outside the "
-            f"{nx}x{ny} cutout",
+            f"{name}: target at pixel ({x:.2f}, {y:.2f}) is outside the {nx}x{ny} cutout",
         )
     try:
         origin = (1.0 - float(ih["CRPIX1A"]), 1.0 - float(ih["CRPIX2A"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise CutoutError("BAD_WCS", f"{os.path.basename(path)}: no CRPIXnA cards") from exc
-    plane = psf_plane(x + origin[0], y + origin[1])
-    psf = read_plane(buf, hdus["PSF"], plane)
+        raise CutoutError("BAD_WCS", f"{name}: no CRPIXnA cards") from exc
+    if layout == "qr2":
+        psf_model, plane = "cube", psf_plane(x + origin[0], y + origin[1])
+        psf = read_plane(buf, hdus["PSF"], plane)
+    else:
+        psf_model = "epsf"
+        plane, psf = epsf_for(buf, hdus["EPSF"], x + origin[0], y + origin[1])
     wave = None
     if "WCS-WAVE" in hdus:
         row = read_table_row(buf, hdus["WCS-WAVE"])
@@ -143,10 +202,13 @@ def _read(buf, path: str, ra: float, dec: float) -> Cutout:
         crval_w=(float(ih.get("CRVAL1W", 1.0)), float(ih.get("CRVAL2W", 1.0))),
         mjd=float(ih.get("MJD-AVG", np.nan)),
         exptime_s=float(ih.get("XPOSURE", np.nan)),
-        flag_bits=_flag_bits(hdus["FLAGS"].header),
+        flag_bits=flag_bits(hdus["FLAGS"].header),
         wcs_wave=wave,
         x=x,
         y=y,
         plane=plane,
         psf=psf,
+        layout=layout,
+        version=version,
+        psf_model=psf_model,
     )

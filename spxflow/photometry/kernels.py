@@ -1,32 +1,50 @@
 """Numba kernels of the forced PSF fit: render, normal equations, solve, metrics.
 
-``fit_batch`` fits every cutout of a source in one call (``prange`` over cutouts, nogil).
-The maths is spelled out once more in plain numpy in ``reference.py``; the tests hold the two
-equal to 1e-6. Layout of the parameter vector: fluxes of ``S`` sources (target first, then
-neighbours; unused slots inactive), then the background plane a + b·dx + c·dy with
-(dx, dy) = pixel − target, so ``a`` is the background at the target.
+Rendering and fitting are separate steps. ``render_cube_stamps`` / ``render_epsf_stamps`` turn
+each source's PSF into an STAMP×STAMP native-pixel stamp (pixel (HALF, HALF) = the source's
+rounded pixel ``floor(x + 0.5)``); ``fit_batch`` fits every cutout of a source from those stamps
+in one call (``prange`` over cutouts, nogil), so one batch may mix PSF models. The maths is
+spelled out once more in plain numpy in ``reference.py``; the tests hold the two equal to 1e-6.
+Layout of the parameter vector: fluxes of ``S`` sources (target first, then neighbours; unused
+slots inactive), then the background plane a + b·dx + c·dy with (dx, dy) = pixel − target, so
+``a`` is the background at the target.
 
-PSF model (spec §1.6): the 10× oversampled plane is interpolated bilinearly at the centre of
-each of the 10×10 sub-cells of a native pixel and summed, i.e. shifted to the subpixel
-position and integrated over the pixel; its sum is the plane's sum (unit-normalised planes
-give unit total flux).
+PSF models:
 
-Speed: a fit reads one 101×101 plane (the planes stay float32, as in the files, which halves
-the memory traffic that bounds the rendering) and loops over ~170 window pixels a few times;
-the pixel loops keep one parameter's values contiguous so they vectorise. ``FASTMATH`` allows
-reassociation and FMA contraction but not the no-NaN/no-inf assumptions: masked pixels may
-hold NaN in the input arrays.
+- ``cube`` (QR2, spec §1.6): the 10× oversampled optical plane is interpolated bilinearly at the
+  centre of each of the 10×10 sub-cells of a native pixel and summed, i.e. shifted to the
+  subpixel position and integrated over the pixel; the stamp sums to the plane's sum
+  (unit-normalised planes give unit total flux). Not renormalised.
+- ``epsf`` (R7, spec §8.4): the 33×33 effective PSF at 5× already includes the pixel response,
+  so it is **point-sampled** at native pixel centres (offset (u, v) native px ↔ array coordinate
+  (16 + 5v, 16 + 5u)), never integrated over pixels again. Values are cubic B-spline
+  interpolation with scipy.ndimage semantics (order 3, mode 'mirror', coefficients from
+  ``epsf_coefficients``), zero outside the array; each stamp is then normalised to sum 1
+  because the file's normalisation is unconfirmed.
+
+Speed: a cube stamp reads one 101×101 plane (the planes stay float32, as in the files, which
+halves the memory traffic that bounds the rendering); an ePSF stamp costs 4×4 taps per pixel
+on ~7×7 pixels. A fit loops over ~170 window pixels a few times; the pixel loops keep one
+parameter's values contiguous so they vectorise. ``FASTMATH`` allows reassociation and FMA
+contraction but not the no-NaN/no-inf assumptions: masked pixels may hold NaN in the input
+arrays. The ePSF rendering runs without it, so its sample coordinates (and which samples fall
+inside the array) are bit-identical to the numpy reference's.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit, prange
+from scipy.ndimage import spline_filter1d
+
+from spxflow.format import EPSF_CENTER, EPSF_OVERSAMP, EPSF_SIZE
 
 OVERSAMP = 10
 PSF_SIZE = 101
 PSF_CENTER = 50
-STAMP = 11  # native pixels covering the whole ±5.05 px plane for |shift| <= 0.5
+STAMP = 11  # native pixels covering the whole ±5.05 px plane (ePSF: ±3.2 px) for |shift| <= 0.5
 HALF = STAMP // 2
 FASTMATH = {"contract", "reassoc", "nsz"}
 
@@ -112,6 +130,158 @@ def render_stamp(plane, dx, dy, out):
 
 
 @njit(cache=True, nogil=True)
+def render_cube_stamps(psf, sx, sy, nsrc):
+    """(N, S, STAMP, STAMP) pixel-integrated stamps of each cutout's sources from its cube
+    plane ``psf[k]`` (N, 101, 101; float32 as in the files); unused source slots are zero."""
+    N, S = sx.shape
+    out = np.zeros((N, S, STAMP, STAMP))
+    tmp = np.empty((STAMP, PSF_SIZE))
+    for k in range(N):
+        for s in range(nsrc[k]):
+            rx = np.floor(sx[k, s] + 0.5)
+            ry = np.floor(sy[k, s] + 0.5)
+            render_into(psf[k], sx[k, s] - rx, sy[k, s] - ry, out[k, s], tmp)
+    return out
+
+
+@functools.cache
+def _epsf_prefilter_matrix() -> np.ndarray:
+    """scipy's 1-D cubic B-spline prefilter ('mirror') along a 33-sample axis, as a matrix."""
+    eye = np.eye(EPSF_SIZE)
+    return spline_filter1d(eye, 3, axis=0, output=np.float64, mode="mirror")
+
+
+def epsf_coefficients(arr):
+    """Cubic B-spline coefficients of an ePSF (33×33) or a stack of them (..., 33, 33).
+
+    ``scipy.ndimage.spline_filter(a, order=3, mode='mirror')`` of each 33×33 array, float64
+    (equal to rounding, ~1e-15): the filter is linear and separable, so it is applied as
+    ``F @ a @ F.T`` with F = scipy's ``spline_filter1d`` of the identity, 3× faster than
+    filtering line by line. Call once per ePSF, outside Numba; ``render_epsf_stamps`` then only
+    evaluates the spline.
+    """
+    a = np.asarray(arr, dtype=np.float64)
+    if a.shape[-2:] != (EPSF_SIZE, EPSF_SIZE):
+        raise ValueError(f"an ePSF is {EPSF_SIZE}x{EPSF_SIZE}, got shape {a.shape}")
+    f = _epsf_prefilter_matrix()
+    return np.ascontiguousarray(f @ a @ f.T)
+
+
+@njit(cache=True, nogil=True)
+def _bspline_axis(shift, idx, wt):
+    """Cubic B-spline taps of each stamp cell along one axis: cell r samples the ePSF at array
+    coordinate ``EPSF_CENTER + EPSF_OVERSAMP * ((r - HALF) - shift)``; ``idx[r]`` holds the 4
+    coefficient indices (mirror-reflected at the edges, scipy's 'mirror'), ``wt[r]`` their
+    weights, all zero when the coordinate is outside [0, EPSF_SIZE - 1]."""
+    last = EPSF_SIZE - 1
+    for r in range(STAMP):
+        pos = EPSF_CENTER + EPSF_OVERSAMP * ((r - HALF) - shift)
+        if not (0.0 <= pos <= last):
+            for q in range(4):
+                idx[r, q] = 0
+                wt[r, q] = 0.0
+            continue
+        f = np.floor(pos)
+        t = pos - f
+        start = int(f) - 1
+        for q in range(4):
+            i = start + q
+            if i < 0:
+                i = -i
+            elif i > last:
+                i = 2 * last - i
+            idx[r, q] = i
+        u = 1.0 - t
+        t2 = t * t
+        t3 = t2 * t
+        wt[r, 0] = u * u * u / 6.0
+        wt[r, 1] = (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0
+        wt[r, 2] = (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0
+        wt[r, 3] = t3 / 6.0
+
+
+@njit(cache=True, nogil=True)
+def render_epsf_into(coef, dx, dy, out, normalise=True):
+    """ePSF point-sampled at the centres of the STAMP×STAMP pixels around the rounded pixel of
+    a source offset (dx, dy) from it; ``coef`` from ``epsf_coefficients``. Pixel (r, c) sits at
+    native offset (c − HALF − dx, r − HALF − dy) from the source. Normalised to sum 1 (if > 0)."""
+    iy = np.empty((STAMP, 4), np.int64)
+    wy = np.empty((STAMP, 4))
+    ix = np.empty((STAMP, 4), np.int64)
+    wx = np.empty((STAMP, 4))
+    _bspline_axis(dy, iy, wy)
+    _bspline_axis(dx, ix, wx)
+    tot = 0.0
+    for r in range(STAMP):
+        for c in range(STAMP):
+            out[r, c] = 0.0
+        if wy[r, 1] == 0.0:  # outside the array (an inside point always has w1 >= 1/6)
+            continue
+        for c in range(STAMP):
+            if wx[c, 1] == 0.0:
+                continue
+            v = 0.0
+            for a in range(4):
+                row = coef[iy[r, a]]
+                h = 0.0
+                for b in range(4):
+                    h += wx[c, b] * row[ix[c, b]]
+                v += wy[r, a] * h
+            out[r, c] = v
+            tot += v
+    if normalise and tot > 0.0:
+        for r in range(STAMP):
+            for c in range(STAMP):
+                out[r, c] /= tot
+
+
+@njit(cache=True, nogil=True)
+def render_epsf_stamps(coef, sx, sy, nsrc, normalise=True):
+    """(N, S, STAMP, STAMP) point-sampled ePSF stamps of each cutout's sources from its spline
+    coefficients ``coef[k]`` (N, 33, 33; ``epsf_coefficients``); unused slots are zero."""
+    N, S = sx.shape
+    out = np.zeros((N, S, STAMP, STAMP))
+    for k in range(N):
+        for s in range(nsrc[k]):
+            rx = np.floor(sx[k, s] + 0.5)
+            ry = np.floor(sy[k, s] + 0.5)
+            render_epsf_into(coef[k], sx[k, s] - rx, sy[k, s] - ry, out[k, s], normalise)
+    return out
+
+
+PSF_MODELS = ("cube", "epsf")
+
+
+def render_batch_stamps(psf_models, psfs, sx, sy, nsrc):
+    """Stamps (N, S, STAMP, STAMP) of a batch that may mix PSF models.
+
+    ``psf_models[k]`` is ``"cube"`` (``psfs[k]`` a 101×101 plane) or ``"epsf"`` (a 33×33
+    ePSF); each subset is rendered by its kernel and scattered back into cutout order.
+    """
+    models = np.asarray(psf_models, dtype=object)
+    bad = sorted({str(m) for m in models if m not in PSF_MODELS})
+    if bad:
+        raise ValueError(f"unknown PSF model(s) {bad}; known: {list(PSF_MODELS)}")
+    N, S = sx.shape
+    stamps = np.zeros((N, S, STAMP, STAMP))
+    for model in PSF_MODELS:
+        rows = np.flatnonzero(models == model)
+        if len(rows) == 0:
+            continue
+        if model == "cube":
+            # float32 as in every SPHEREx file (exact): half the memory traffic of rendering.
+            psf = np.stack([psfs[k] for k in rows], dtype=np.float32)
+            sub = render_cube_stamps(psf, sx[rows], sy[rows], nsrc[rows])
+        else:
+            coef = epsf_coefficients(np.stack([psfs[k] for k in rows]))
+            sub = render_epsf_stamps(coef, sx[rows], sy[rows], nsrc[rows])
+        if len(rows) == N:
+            return sub
+        stamps[rows] = sub
+    return stamps
+
+
+@njit(cache=True, nogil=True)
 def _invert(a, out):
     """Gauss-Jordan inverse with partial pivoting; False if singular."""
     n = a.shape[0]
@@ -164,7 +334,7 @@ def _norm1(a):
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
 def fit_one(
-    k, px, py, npix, data, var, good, kconv, cwave, cband, sx, sy, nsrc, psf, core_r,
+    k, px, py, npix, data, var, good, kconv, cwave, cband, sx, sy, nsrc, stamps, core_r,
     params, cov, active, status, chi2, dof, nused, psf_masked, psf_window, resid_core,
     model_core, var_core, sum_wm2, cond, wave, band,
 ):  # fmt: skip
@@ -185,8 +355,6 @@ def fit_one(
         else:
             w[m] = 0.0
             d[m] = 0.0
-    stamp = np.empty((STAMP, STAMP))
-    tmp = np.empty((STAMP, PSF_SIZE))
     tot_t = 0.0
     win_t = 0.0
     bad_t = 0.0
@@ -195,7 +363,7 @@ def fit_one(
     for s in range(nsrc[k]):
         rx = np.floor(sx[k, s] + 0.5)
         ry = np.floor(sy[k, s] + 0.5)
-        render_into(psf[k], sx[k, s] - rx, sy[k, s] - ry, stamp, tmp)
+        stamp = stamps[k, s]
         tot = 0.0
         for r in range(STAMP):
             for c in range(STAMP):
@@ -329,8 +497,12 @@ def fit_one(
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def fit_batch(px, py, npix, data, var, good, kconv, cwave, cband, sx, sy, nsrc, psf, core_r):
-    """Fit every cutout of a batch; returns a tuple of per-cutout result arrays."""
+def fit_batch(px, py, npix, data, var, good, kconv, cwave, cband, sx, sy, nsrc, stamps, core_r):
+    """Fit every cutout of a batch; returns a tuple of per-cutout result arrays.
+
+    ``stamps`` (N, S, STAMP, STAMP): each source's rendered PSF (``render_cube_stamps``,
+    ``render_epsf_stamps`` or ``render_batch_stamps``), centred on its rounded pixel.
+    """
     N = px.shape[0]
     P = sx.shape[1] + 3
     params = np.full((N, P), np.nan)
@@ -351,7 +523,7 @@ def fit_batch(px, py, npix, data, var, good, kconv, cwave, cband, sx, sy, nsrc, 
     band = np.full(N, np.nan)
     for k in prange(N):
         fit_one(
-            k, px, py, npix, data, var, good, kconv, cwave, cband, sx, sy, nsrc, psf, core_r,
+            k, px, py, npix, data, var, good, kconv, cwave, cband, sx, sy, nsrc, stamps, core_r,
             params, cov, active, status, chi2, dof, nused, psf_masked, psf_window, resid_core,
             model_core, var_core, sum_wm2, cond, wave, band,
         )  # fmt: skip

@@ -16,7 +16,7 @@ import pandas as pd
 
 from spxflow.format import (
     DEFAULT_PIXEL_OMEGA_ARCSEC2,
-    FLAG_BITS,
+    RELEASES,
     UJY_PER_MJYSR_ARCSEC2,
     flag_mask,
     parse_level2_file_name,
@@ -52,11 +52,28 @@ class Prepared:
     neighbour_dist: np.ndarray  # px from the target, per neighbour
     psf_model: str  # "cube" (101x101 float32 plane, 10x) or "epsf" (33x33 float64 row, 5x)
     psf: np.ndarray  # the PSF array the fit renders (the file's, or the ePSF library's)
+    psf_index: int = -1  # PSF plane or ePSF table row
+    release: str = "qr2"
+    flux_correction: float = 1.0  # factor applied at the target pixel
+    calibration_scale: str = "qr2"  # scale of the fitted pixels: r7 or qr2
+    calib_epsf: str = ""
+    calib_flux_correction: str = ""
 
 
 def prepare(
-    cutout: Cutout, neighbours, calibration: CalibrationSet | None, settings: PhotometrySettings
+    cutout: Cutout,
+    neighbours,
+    calibration: CalibrationSet | None,
+    settings: PhotometrySettings,
+    release: str | None = None,
 ) -> Prepared:
+    """The fit window of one cutout on one calibration scale, with its PSF model chosen.
+
+    ``release`` (from the discovery row) picks the CWAVE/CBAND and solid-angle products; by
+    default it follows the file layout (R7 -> qr3). QR2-layout images on ``calibration_scale:
+    r7`` are multiplied by ``l3_flux_corrections`` (variance by its square) before the fit.
+    """
+    release = release or ("qr3" if cutout.layout == "r7" else "qr2")
     ny, nx = cutout.image.shape
     h = settings.fit_half_size_px
     rx, ry = int(math.floor(cutout.x + 0.5)), int(math.floor(cutout.y + 0.5))
@@ -66,8 +83,10 @@ def prepare(
     px, py = xx.ravel().astype(np.float64), yy.ravel().astype(np.float64)
     data = cutout.image[y0:y1, x0:x1].ravel()
     var = cutout.variance[y0:y1, x0:x1].ravel()
-    bits = {k: v[0] for k, v in FLAG_BITS.items()} | cutout.flag_bits
-    mask = flag_mask(settings.mask_flags, bits)
+    # The file's own bit names (MP_* or MSKN cards); a name the file does not define cannot be
+    # set in it, so it masks nothing.
+    bits = cutout.flag_bits
+    mask = flag_mask([n for n in settings.mask_flags if n in bits], bits)
     good = (
         ((cutout.flags[y0:y1, x0:x1].ravel() & mask) == 0)
         & np.isfinite(data)
@@ -78,13 +97,36 @@ def prepare(
     yp = (yy + cutout.origin[1]).ravel().astype(np.int64)
     flags = 0
     cal = calibration or CalibrationSet()
-    omega = cal.solid_angle(cutout.detector, yp, xp)
+    correction, scale = 1.0, "r7"
+    calib_flxc = ""
+    if RELEASES[release].layout == "qr2":
+        scale = "qr2"
+        if settings.calibration_scale == "r7":
+            fc = cal.flux_correction(cutout.detector, yp, xp)
+            if fc is None:
+                flags |= bit("NO_FLUX_CORRECTION")
+            else:
+                data = data * fc
+                var = var * fc * fc
+                correction = float(fc[(ry - y0) * (x1 - x0) + (rx - x0)])
+                scale = "r7"
+                calib_flxc = cal.calibration_id("qr3", "l3_flux_corrections", cutout.detector)
+    psf_model, psf, psf_index, calib_epsf = cutout.psf_model, cutout.psf, cutout.plane, ""
+    if psf_model == "cube" and settings.qr2_psf == "epsf":
+        library = cal.epsf_library(cutout.detector)
+        if library is None:
+            flags |= bit("NO_EPSF_LIBRARY")
+        else:
+            psf_index, psf = library.row_for(cutout.x_parent, cutout.y_parent)
+            psf_model = "epsf"
+            calib_epsf = cal.calibration_id("qr3", "epsf", cutout.detector)
+    omega = cal.solid_angle(release, cutout.detector, yp, xp)
     if omega is None:
         omega = np.full(len(px), DEFAULT_PIXEL_OMEGA_ARCSEC2)
         flags |= bit("NO_SOLID_ANGLE_MAP")
     # The target's pixel is always in the window (the window is centred on it).
     omega_t = float(omega[(ry - y0) * (x1 - x0) + (rx - x0)])
-    spec = cal.cwave_cband(cutout.detector, yp, xp)
+    spec = cal.cwave_cband(release, cutout.detector, yp, xp)
     if spec is not None:
         cwave, cband = spec
         source = "cwave"
@@ -128,13 +170,20 @@ def prepare(
         flags=flags,
         wavelength_source=source,
         neighbour_dist=np.array(dist),
-        psf_model="cube",
-        psf=cutout.psf,
+        psf_model=psf_model,
+        psf=psf,
+        psf_index=int(psf_index),
+        release=release,
+        flux_correction=correction,
+        calibration_scale=scale,
+        calib_epsf=calib_epsf,
+        calib_flux_correction=calib_flxc,
     )
 
 
 def pack(prepared: list[Prepared]) -> dict:
-    """Pad a batch to common shapes for ``kernels.fit_batch``."""
+    """Pad a batch to common shapes for ``kernels.fit_batch`` and render every source's PSF
+    stamp with its cutout's model (a batch may mix ``cube`` and ``epsf`` cutouts)."""
     n = len(prepared)
     M = max(p.n_window for p in prepared)
     S = max(len(p.sx) for p in prepared)
@@ -151,8 +200,6 @@ def pack(prepared: list[Prepared]) -> dict:
         "sx": np.zeros((n, S)),
         "sy": np.zeros((n, S)),
         "nsrc": np.array([len(p.sx) for p in prepared], np.int64),
-        # float32 as in every SPHEREx file (exact): half the memory traffic of the rendering.
-        "psf": np.stack([p.cutout.psf for p in prepared], dtype=np.float32),
     }
     for k, p in enumerate(prepared):
         w = p.n_window
@@ -160,6 +207,10 @@ def pack(prepared: list[Prepared]) -> dict:
             out[name][k, :w] = getattr(p, name)
         out["sx"][k, : len(p.sx)] = p.sx
         out["sy"][k, : len(p.sy)] = p.sy
+    out["stamps"] = kernels.render_batch_stamps(
+        [p.psf_model for p in prepared], [p.psf for p in prepared], out["sx"], out["sy"],
+        out["nsrc"],
+    )  # fmt: skip
     return out
 
 
@@ -172,11 +223,14 @@ def _identity(path: str) -> dict:
     return {"file_name": name, "obs_id": obsid, "detector": det}
 
 
-def _cutout_row(cutout: Cutout) -> dict:
+def _cutout_row(cutout: Cutout, release: str | None = None) -> dict:
     """Identity, time and position columns known once a cutout has been read."""
     row = _identity(cutout.path)
     row.update(
         obs_id=cutout.obs_id or row["obs_id"],
+        release=release or ("qr3" if cutout.layout == "r7" else "qr2"),
+        processing_version=cutout.version,
+        psf_model=cutout.psf_model,
         detector=cutout.detector,
         mjd=cutout.mjd,
         exptime_s=cutout.exptime_s,
@@ -190,7 +244,7 @@ def _cutout_row(cutout: Cutout) -> dict:
 
 
 def _failed_row(path: str, flag: str, reason: str, cutout: Cutout | None = None) -> dict:
-    row = _identity(path) if cutout is None else _cutout_row(cutout)
+    row = {**_identity(path), "release": ""} if cutout is None else _cutout_row(cutout)
     row.update(
         result_flags=bit(flag),
         detection_status="failed",
@@ -208,8 +262,15 @@ def _row(p: Prepared, res: dict, settings: PhotometrySettings, calibration) -> d
     S = res["S"]
     status = res["status"]
     flags = p.flags
-    row = _cutout_row(c)
+    row = _cutout_row(c, p.release)
     row.update(
+        release=p.release,
+        psf_model=p.psf_model,
+        psf_plane=p.psf_index,
+        flux_correction=p.flux_correction,
+        calibration_scale=p.calibration_scale,
+        calib_epsf=p.calib_epsf,
+        calib_flux_correction=p.calib_flux_correction,
         wavelength_um=res["wave"],
         bandwidth_um=res["band"],
         wavelength_source=p.wavelength_source,
@@ -218,10 +279,10 @@ def _row(p: Prepared, res: dict, settings: PhotometrySettings, calibration) -> d
         psf_masked_frac=res["psf_masked"],
         pix_to_uJy=p.pix_to_uJy,
         zodi_subtracted=False,
-        calib_spectral_wcs=calibration.calibration_id("spectral_wcs", c.detector)
+        calib_spectral_wcs=calibration.calibration_id(p.release, "spectral_wcs", c.detector)
         if calibration
         else "",
-        calib_sapm=calibration.calibration_id("solid_angle_pixel_map", c.detector)
+        calib_sapm=calibration.calibration_id(p.release, "solid_angle_pixel_map", c.detector)
         if calibration
         else "",
         failure_reason="",
@@ -301,15 +362,18 @@ def _row(p: Prepared, res: dict, settings: PhotometrySettings, calibration) -> d
     return row
 
 
-def _load(path, ra, dec, neighbours, calibration, settings):
+def _load(path, ra, dec, neighbours, calibration, settings, release=None):
     try:
         cutout = read_cutout(path, ra, dec)
     except CutoutError as exc:
-        return None, _failed_row(str(path), exc.flag, str(exc))
+        row = _failed_row(str(path), exc.flag, str(exc))
+        row["release"] = release or ""
+        return None, row
     try:
-        return prepare(cutout, neighbours, calibration, settings), None
+        return prepare(cutout, neighbours, calibration, settings, release), None
     except (ValueError, KeyError, OSError) as exc:
-        return None, _failed_row(str(path), "READ_FAILED", f"{type(exc).__name__}: {exc}", cutout)
+        row = _failed_row(str(path), "READ_FAILED", f"{type(exc).__name__}: {exc}", cutout)
+        return None, {**row, "release": release or row["release"]}
 
 
 def measure_cutouts(
@@ -320,16 +384,25 @@ def measure_cutouts(
     calibration: CalibrationSet | None,
     settings: PhotometrySettings,
     threads: int = 1,
+    releases=None,
 ) -> pd.DataFrame:
-    """One row per cutout (schema columns; source/name/measurement_id left to the caller)."""
+    """One row per cutout (schema columns; source/name/measurement_id left to the caller).
+
+    ``releases`` (one per path, from the discovery rows) picks each image's calibration
+    products; by default the release follows the file layout."""
     paths = [str(p) for p in paths]
+    rels = list(releases) if releases is not None else [None] * len(paths)
+    if len(rels) != len(paths):
+        raise ValueError(f"{len(rels)} releases for {len(paths)} cutouts")
+
+    def load(i):
+        return _load(paths[i], ra, dec, neighbours, calibration, settings, rels[i])
+
     if threads > 1 and len(paths) > 8:
         with ThreadPoolExecutor(threads) as pool:
-            loaded = list(
-                pool.map(lambda p: _load(p, ra, dec, neighbours, calibration, settings), paths)
-            )
+            loaded = list(pool.map(load, range(len(paths))))
     else:
-        loaded = [_load(p, ra, dec, neighbours, calibration, settings) for p in paths]
+        loaded = [load(i) for i in range(len(paths))]
     rows: list[dict | None] = [fail for _, fail in loaded]
     prepared = [(i, p) for i, (p, _) in enumerate(loaded) if p is not None]
     if prepared:
@@ -355,7 +428,7 @@ def fit_packed(batch: dict, core_r: float, threads: int = 1) -> dict:
         out = kernels.fit_batch(
             batch["px"], batch["py"], batch["npix"], batch["data"], batch["var"],
             batch["good"], batch["kconv"], batch["cwave"], batch["cband"], batch["sx"],
-            batch["sy"], batch["nsrc"], batch["psf"], float(core_r),
+            batch["sy"], batch["nsrc"], batch["stamps"], float(core_r),
         )  # fmt: skip
     finally:
         numba.set_num_threads(previous)
@@ -368,7 +441,7 @@ def model_images(path, ra, dec, neighbours, calibration, settings) -> dict:
     p = prepare(cutout, neighbours, calibration, settings)
     r = reference.fit_one(
         p.px, p.py, p.data, p.var, p.good, p.kconv, p.cwave, p.cband, p.sx, p.sy,
-        cutout.psf, settings.core_radius_px,
+        reference.stamp_renderer(p.psf_model, p.psf), settings.core_radius_px,
     )  # fmt: skip
     shape = p.shape
     data = p.data.reshape(shape)

@@ -24,6 +24,8 @@ RESULT_FLAGS: dict[str, tuple[int, str]] = {
     "NO_SOLID_ANGLE_MAP": (12, "No solid-angle pixel map: nominal pixel area used"),
     "WAVELENGTH_FROM_WCS_WAVE": (13, "No CWAVE/CBAND calibration: WCS-WAVE lookup used"),
     "NEIGHBOUR_DROPPED": (14, "A neighbour had no usable pixels and was not fitted"),
+    "NO_FLUX_CORRECTION": (15, "QR2 image without l3_flux_corrections: QR2 scale"),
+    "NO_EPSF_LIBRARY": (16, "qr2_psf=epsf but no ePSF library: PSF cube used"),
 }
 
 FAILURE_FLAGS = ("FETCH_FAILED", "READ_FAILED", "BAD_WCS", "OFF_CUTOUT", "ALL_MASKED", "FIT_FAILED")
@@ -35,6 +37,7 @@ NOT_RECOMMENDED = FAILURE_FLAGS + (
     "BLENDED",
     "ILL_CONDITIONED",
     "NO_SOLID_ANGLE_MAP",
+    "NO_FLUX_CORRECTION",
 )
 
 

@@ -1,8 +1,8 @@
 """Synthetic, demo-like inputs for the plot and summary tests and the plot benchmark.
 
 Schema-complete measurement tables (``columns.MEASUREMENT_COLUMNS``) with a smooth SED, noise,
-non-detections, failed rows and flags, plus random cutout stamps shaped like ``model_images``
-output. No simulator or photometry needed.
+non-detections, failed rows and flags, rows from both releases (QR2 and QR3, the R7 pipeline),
+plus random cutout stamps shaped like ``model_images`` output. No simulator or photometry needed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from spxflow.columns import MEASUREMENT_COLUMNS
-from spxflow.format import BANDS
+from spxflow.format import BANDS, QR3_START_MJD
 
 # Stand-in for spxflow.photometry.result_flags.RESULT_FLAGS when it is not importable.
 DEMO_RESULT_FLAGS: dict[str, tuple[int, str]] = {
@@ -39,10 +39,48 @@ def synthetic_truth(n: int = 400) -> pd.DataFrame:
     return pd.DataFrame({"wavelength_um": wl, "flux_uJy": truth_sed(wl)})
 
 
+# Per-release metadata of the demo rows (pipeline VERSION, PSF model, calibration tokens).
+_DEMO_RELEASE = {
+    "qr2": {
+        "processing_version": "6.5.6",
+        "psf_model": "cube",
+        "wcs": "spectral_wcs/cal-wcs-v4-2025-254",
+        "sapm": "solid_angle_pixel_map/cal-sapm-v2-2025-164",
+    },
+    "qr3": {
+        "processing_version": "7.0.5",
+        "psf_model": "epsf",
+        "wcs": "spectral_wcs/cal-swcs-v5-2026-191",
+        "sapm": "solid_angle_pixel_map/cal-sapm-v3-2026-191",
+    },
+}
+# l3_flux_corrections factor per detector applied to QR2 rows put on the R7 scale.
+_DEMO_FLUX_CORRECTION = {1: 1.012, 2: 0.994, 3: 1.006, 4: 0.988, 5: 1.021, 6: 0.979}
+
+
 def synthetic_measurements(
-    n: int = 120, seed: int = 0, source: str = "demo_src", faint: bool = False
+    n: int = 120,
+    seed: int = 0,
+    source: str = "demo_src",
+    faint: bool = False,
+    *,
+    releases: tuple[str, ...] = ("qr2", "qr3"),
+    qr3_fraction: float = 0.4,
+    qr2_scale: str = "r7",
+    qr2_flux_factor: float = 1.0,
 ) -> pd.DataFrame:
-    """``n`` measurement rows of one source with the schema's columns and dtypes."""
+    """``n`` measurement rows of one source with the schema's columns and dtypes.
+
+    ``releases``: which releases the rows come from; with both, a random ``qr3_fraction`` of
+    the rows is QR3 (MJD in the QR3 time slice, ePSF fits, R7 calibration). QR2 rows are on
+    ``qr2_scale`` ('r7': corrected with l3_flux_corrections, or 'qr2': native), and their
+    flux and error are multiplied by ``qr2_flux_factor`` (a calibration offset between the
+    releases; QR3/QR2 ratio = 1 / qr2_flux_factor). The other columns do not depend on the
+    release options, so one seed gives the same spectrum whatever they are.
+    """
+    unknown = set(releases) - set(_DEMO_RELEASE)
+    if not releases or unknown:
+        raise ValueError(f"releases must be a non-empty subset of {sorted(_DEMO_RELEASE)}")
     rng = np.random.default_rng(seed)
     det = rng.integers(1, 7, n).astype("int16")
     lo = np.array([BANDS[d][0] for d in det]) * 1e6
@@ -104,12 +142,60 @@ def synthetic_measurements(
         "calib_spectral_wcs": [f"spectral_wcs/cal-wcs-v4-2025-254/D{d}" for d in det],
         "calib_sapm": [f"solid_angle_pixel_map/cal-sapm-v2-2025-164/D{d}" for d in det],
     }
+    # Drawn last, so the columns above are the same for any release options.
+    if len(releases) == 1:
+        release = np.full(n, releases[0], dtype=object)
+    else:
+        release = np.where(rng.random(n) < qr3_fraction, "qr3", "qr2").astype(object)
+    values.update(_release_values(values, release, det, qr2_scale, qr2_flux_factor))
     df = pd.DataFrame(values)
     for col in ("flux_uJy", "flux_err_uJy", "snr", "wavelength_um", "chi2_red"):
         df.loc[failed, col] = np.nan
     for c in MEASUREMENT_COLUMNS:
+        if c.name not in df:  # a schema column this demo does not know yet
+            df[c.name] = _default_value(c.dtype)
         df[c.name] = df[c.name].astype(object if c.dtype == "str" else c.dtype)
     return df[[c.name for c in MEASUREMENT_COLUMNS]]
+
+
+def _release_values(values: dict, release, det, qr2_scale: str, qr2_flux_factor: float) -> dict:
+    """Release-dependent columns of ``synthetic_measurements``."""
+    if qr2_scale not in ("r7", "qr2"):
+        raise ValueError(f"qr2_scale must be r7 or qr2, got {qr2_scale!r}")
+    qr3 = release == "qr3"
+    meta = {key: np.array([_DEMO_RELEASE[r][key] for r in release]) for key in _DEMO_RELEASE["qr2"]}
+    corrected = ~qr3 & (qr2_scale == "r7")
+    factor = np.where(qr3, 1.0, qr2_flux_factor)
+    mjd = np.asarray(values["mjd"])
+    # QR2 rows keep their MJD; QR3 rows map the same draw into the QR3 slice (35 days).
+    mjd = np.where(qr3, QR3_START_MJD + (mjd - 60800) / 200 * 35, mjd)
+    return {
+        "release": release,
+        "processing_version": meta["processing_version"],
+        "image_id": [f"ivo://irsa.ipac/spherex_{r}?{i}" for i, r in enumerate(release)],
+        "mjd": mjd,
+        "flux_uJy": np.asarray(values["flux_uJy"]) * factor,
+        "flux_err_uJy": np.asarray(values["flux_err_uJy"]) * factor,
+        "psf_model": meta["psf_model"],
+        "calib_spectral_wcs": [f"{w}/D{d}" for w, d in zip(meta["wcs"], det, strict=True)],
+        "calib_sapm": [f"{w}/D{d}" for w, d in zip(meta["sapm"], det, strict=True)],
+        "calib_epsf": [
+            f"epsf/cal-epsf-v{2 if d == 3 else 1}-2026-191/D{d}" if q else ""
+            for q, d in zip(qr3, det, strict=True)
+        ],
+        "calib_flux_correction": [
+            f"l3_flux_corrections/cal-flxc-v1-2026-191/D{d}" if c else ""
+            for c, d in zip(corrected, det, strict=True)
+        ],
+        "flux_correction": np.where(
+            corrected, np.array([_DEMO_FLUX_CORRECTION[int(d)] for d in det]), 1.0
+        ),
+        "calibration_scale": np.where(qr3 | corrected, "r7", "qr2").astype(object),
+    }
+
+
+def _default_value(dtype: str):
+    return {"str": "", "bool": False, "float64": np.nan}.get(dtype, -1)
 
 
 def synthetic_model_images(size: int = 31, seed: int = 0, psf_size: int = 101) -> dict:

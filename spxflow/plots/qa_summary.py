@@ -1,8 +1,12 @@
 """One-page QA summary of one source's measurements.
 
-Panels: S/N vs wavelength; result flags by name; reduced chi-square histogram; a pull
-distribution; masked fraction and fitted background vs wavelength; a grid of representative
-cutout stamps (data / model / residual).
+Panels: S/N vs wavelength (marker shape = release, as on the SED plot); result flags by name;
+reduced chi-square histogram; a pull distribution; masked fraction and fitted background vs
+wavelength; a grid of representative cutout stamps (data / model / residual).
+
+The header gives the measurements per release and the cross-release check of
+``spxflow.crossrelease`` (median QR3/QR2 flux ratio at overlapping wavelengths, in red when it
+is more than ``XREL_ALERT_SIGMA`` errors from 1 or the releases' calibration scales differ).
 
 Pull: with a truth column (``TRUTH_COLUMNS``, e.g. from the simulator) it is
 ``(flux - truth) / flux_err``. Without one it is a *local* pull, ``(flux - median of the
@@ -19,8 +23,16 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from spxflow.crossrelease import (
+    cross_release_check,
+    describe_cross_release,
+    release_counts,
+    release_order,
+    releases_of,
+    scales_differ,
+)
 from spxflow.fileio import Written
-from spxflow.plots.sed import _num, classify_rows
+from spxflow.plots.sed import RELEASE_MARKER_SIZE, _num, classify_rows, release_markers
 from spxflow.plots.style import (
     COLOR_NOT_RECOMMENDED,
     COLOR_RECOMMENDED,
@@ -41,6 +53,9 @@ TRUTH_COLUMNS = ("truth_flux_uJy", "flux_true_uJy", "true_flux_uJy")
 LOCAL_PULL_HALF_WINDOW = 3
 MAX_STAMPS = 6
 CHI2_MAX = 5.0
+XREL_ALERT_SIGMA = 3.0
+SNR_TITLE = "S/N vs wavelength (filled: science recommended)"
+MARKER_GLYPHS = {"o": "○", "D": "◇", "s": "□", "^": "△", "P": "+", "X": "×"}
 
 
 def plot_qa_summary(
@@ -68,7 +83,7 @@ def plot_qa_summary(
         height_ratios=[1.0, 1.0, 1.3],
         left=0.05,
         right=0.985,
-        top=0.91,
+        top=0.885,
         bottom=0.03,
         hspace=0.32,
     )
@@ -88,7 +103,7 @@ def plot_qa_summary(
     counts = ", ".join(f"{k} {int((status == k).sum())}" for k in _status_order(status))
     fig.text(
         0.05,
-        0.975,
+        0.977,
         f"QA summary — {title_name}",
         fontsize=FONT["title"] + 3,
         fontweight="bold",
@@ -96,13 +111,29 @@ def plot_qa_summary(
     )
     fig.text(
         0.05,
-        0.945,
+        0.95,
         f"{len(df)} measurement(s): {counts or 'none'}; "
         f"science recommended {int(masks['recommended'].sum())}",
         fontsize=FONT["label"],
         va="center",
     )
+    text, alert = cross_release_line(df)
+    fig.text(0.05, 0.925, text, fontsize=FONT["label"], va="center", color="#a00" if alert else "k")
     return save_png(fig, out_png)
+
+
+def cross_release_line(df: pd.DataFrame) -> tuple[str, bool]:
+    """Header line with the rows per release and the cross-release check, and whether it
+    deserves attention (ratio off 1 by > ``XREL_ALERT_SIGMA`` errors, or scales differ)."""
+    counts = release_counts(df)
+    result = cross_release_check(df)
+    per_release = ", ".join(f"{r.upper()} {k}" for r, k in counts.items()) or "none"
+    ratio, err = result["xrel_ratio"], result["xrel_ratio_err"]
+    alert = bool(
+        result["xrel_n_bins"]
+        and (abs(ratio - 1.0) > XREL_ALERT_SIGMA * err or scales_differ(result["xrel_scales"]))
+    )
+    return f"Releases: {per_release}.  {describe_cross_release(result, counts)}", alert
 
 
 def _status_order(status: pd.Series) -> list[str]:
@@ -126,7 +157,7 @@ def _detector_colors(df: pd.DataFrame) -> np.ndarray:
 
 
 def _snr_panel(ax, df, masks) -> None:
-    _style(ax, "S/N vs wavelength (filled: science recommended)", "Wavelength (µm)", "S/N")
+    _style(ax, SNR_TITLE, "Wavelength (µm)", "S/N")
     ok = ~masks["failed"]
     if not ok.any():
         message_panel(ax, "no measured fluxes")
@@ -134,18 +165,30 @@ def _snr_panel(ax, df, masks) -> None:
     shade_detector_bands(ax)
     wl, snr = _num(df, "wavelength_um"), _num(df, "snr")
     colors = _detector_colors(df)
-    for rec in (False, True):
-        s = ok & (masks["recommended"] == rec) & np.isfinite(snr)
-        if s.any():
-            ax.scatter(
-                wl[s],
-                snr[s],
-                s=16,
-                c=colors[s] if rec else "none",
-                edgecolors=colors[s],
-                linewidths=0.8,
-                zorder=3,
-            )
+    release = releases_of(df)
+    releases = release_order(release[ok])
+    markers = release_markers(releases)
+    for rel in releases:
+        for rec in (False, True):
+            s = ok & (masks["recommended"] == rec) & np.isfinite(snr) & (release == rel)
+            if s.any():
+                ax.scatter(
+                    wl[s],
+                    snr[s],
+                    s=16 * (RELEASE_MARKER_SIZE.get(markers[rel], 4.5) / 4.5) ** 2,
+                    marker=markers[rel],
+                    c=colors[s] if rec else "none",
+                    edgecolors=colors[s],
+                    linewidths=0.8,
+                    zorder=3,
+                )
+    # Marker key in the title: a legend would hide points wherever the spectrum is.
+    key = ", ".join(
+        f"{MARKER_GLYPHS.get(markers[rel], markers[rel])} {rel.upper()} "
+        f"{int((ok & np.isfinite(snr) & (release == rel)).sum())}"
+        for rel in releases
+    )
+    ax.set_title(f"{SNR_TITLE}; {key}", fontsize=FONT["label"], loc="left")
     ax.axhline(0, color="#444", lw=0.7)
     ax.axhline(3, color="#b03a2e", lw=0.7, ls="--")
     ax.set_xlim(*wavelength_limits_um())

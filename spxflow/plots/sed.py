@@ -2,8 +2,11 @@
 
 Drawing conventions (also in workflow/report/sed.rst):
 
-* detections recommended for science: filled dark circles with 1-sigma error bars;
-* detections not recommended: open grey circles;
+* detections recommended for science: filled dark markers with 1-sigma error bars;
+* detections not recommended: open grey markers;
+* the marker shape names the release (``RELEASE_MARKERS``: circles QR2, diamonds QR3; a table
+  without a ``release`` column is all QR2), with one legend entry per release giving its
+  number of points drawn (detections and upper limits);
 * non-detections and negative fluxes: red downward arrows at the 3-sigma upper limit
   ``max(flux, 0) + 3 * flux_err`` (faint for rows not recommended for science);
 * failed rows (no valid flux) are not drawn but counted in the legend;
@@ -23,7 +26,9 @@ import os
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
+from spxflow.crossrelease import release_order, releases_of
 from spxflow.fileio import Written
 from spxflow.plots.style import (
     COLOR_LIMIT,
@@ -41,6 +46,9 @@ UPPER_LIMIT_SIGMA = 3.0
 # F_lambda [W m^-2 µm^-1] = F_nu [µJy] * FLAMBDA_PER_UJY_UM2 / lambda[µm]^2  (c = 2.99792458e8)
 FLAMBDA_PER_UJY_UM2 = 1e-32 * 2.99792458e8 / 1e-12 * 1e-6
 UNITS = ("fnu", "flambda")
+RELEASE_MARKERS = {"qr2": "o", "qr3": "D"}
+OTHER_RELEASE_MARKERS = ("s", "^", "P", "X")
+RELEASE_MARKER_SIZE = {"o": 4.5, "D": 4.0}
 SCALES = ("linear", "log")
 
 
@@ -117,6 +125,9 @@ def plot_sed(
     shade_detector_bands(ax)
     handles: list = []
 
+    release = releases_of(df)
+    releases = release_order(release)
+    markers = release_markers(releases)
     for rec, color, fill, label in (
         (True, COLOR_RECOMMENDED, True, "detection, recommended"),
         (False, COLOR_NOT_RECOMMENDED, False, "detection, not recommended"),
@@ -124,22 +135,39 @@ def plot_sed(
         sel = masks["detected"] & (masks["recommended"] == rec)
         if log:
             sel &= flux > 0
-        if sel.any():
-            ax.errorbar(
-                wl[sel],
-                flux[sel],
-                yerr=err[sel],
-                fmt="o",
-                ms=4.5,
-                color=color,
-                mfc=color if fill else "white",
-                ecolor=color,
-                elinewidth=0.8,
-                capsize=0,
-                alpha=1.0 if rec else 0.8,
-                zorder=3 if rec else 2,
-            )
-            handles.append(_marker(color, fill, f"{label} ({int(sel.sum())})"))
+        if not sel.any():
+            continue
+        # One set of error bars per class, then the markers of each release on top.
+        z = 3 if rec else 2
+        alpha = 1.0 if rec else 0.8
+        ax.errorbar(
+            wl[sel],
+            flux[sel],
+            yerr=err[sel],
+            fmt="none",
+            ecolor=color,
+            elinewidth=0.8,
+            capsize=0,
+            alpha=alpha,
+            zorder=z,
+        )
+        for rel in releases:
+            s = sel & (release == rel)
+            if s.any():
+                ax.plot(
+                    wl[s],
+                    flux[s],
+                    ls="none",
+                    marker=markers[rel],
+                    ms=RELEASE_MARKER_SIZE.get(markers[rel], 4.5),
+                    color=color,
+                    mfc=color if fill else "white",
+                    alpha=alpha,
+                    zorder=z,
+                )
+        # One release: its marker; several: a neutral patch (the shape names the release).
+        shape = markers[releases[0]] if len(releases) == 1 else None
+        handles.append(_marker(color, fill, f"{label} ({int(sel.sum())})", shape))
 
     lim_sel = masks["limit"]
     if lim_sel.any():
@@ -154,6 +182,22 @@ def plot_sed(
                 alpha=0.7,
                 label=f"{UPPER_LIMIT_SIGMA:.0f}σ upper limit, non-detection ({int(lim_sel.sum())})"
                 " (faint: not recommended)",
+            )
+        )
+
+    drawn = masks["detected"] & (flux > 0) if log else masks["detected"].copy()
+    drawn |= lim_sel & np.isfinite(limit_value) & ((limit_value > 0) if log else True)
+    for rel in releases:
+        n_rel = int((drawn & (release == rel)).sum())
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker=markers[rel],
+                color="#333333",
+                mfc="none",
+                label=f"{rel.upper()}: {n_rel} point{'s' if n_rel != 1 else ''}",
             )
         )
 
@@ -221,7 +265,8 @@ def plot_sed(
         0.97,
         0.955,
         f"RA {ra:.5f}°  Dec {dec:+.5f}° (ICRS)   "
-        f"{len(df)} measurement(s): {int(masks['recommended'].sum())} recommended",
+        f"{len(df)} measurement(s): {int(masks['recommended'].sum())} recommended"
+        + _release_note(release, releases),
         fontsize=FONT["label"],
         ha="right",
         va="center",
@@ -229,9 +274,23 @@ def plot_sed(
     return save_png(fig, out_png)
 
 
-def _marker(color: str, fill: bool, label: str) -> Line2D:
+def release_markers(releases) -> dict[str, str]:
+    """Marker of each release: ``RELEASE_MARKERS``, then ``OTHER_RELEASE_MARKERS`` in turn."""
+    others = iter(OTHER_RELEASE_MARKERS * 4)
+    return {r: RELEASE_MARKERS.get(r) or next(others, "o") for r in releases}
+
+
+def _release_note(release: np.ndarray, releases: list[str]) -> str:
+    if not releases:
+        return ""
+    return " (" + ", ".join(f"{r.upper()} {int((release == r).sum())}" for r in releases) + ")"
+
+
+def _marker(color: str, fill: bool, label: str, marker: str | None = "o"):
+    if marker is None:
+        return Patch(facecolor=color if fill else "white", edgecolor=color, label=label)
     return Line2D(
-        [], [], ls="none", marker="o", color=color, mfc=color if fill else "white", label=label
+        [], [], ls="none", marker=marker, color=color, mfc=color if fill else "white", label=label
     )
 
 

@@ -11,14 +11,21 @@ import math
 
 import numpy as np
 
-from spxflow.format import FLAG_BITS, NPIX, PSF_NZONE, psf_zone_centers, psf_zone_widths
+from spxflow.format import (
+    FLAG_BITS,
+    NPIX,
+    PSF_NZONE,
+    RELEASES,
+    psf_zone_centers,
+    psf_zone_widths,
+)
 from spxflow.sim import hashrng, survey
 from spxflow.sim.fitsout import card
 from spxflow.sim.psf_model import detector_fwhm_arcsec
 from spxflow.sim.wcs import CRPIX, sip_cards
 
-PIPELINE_VERSION = "6.5.6"
-ERRATUM_VERSION = "6.5.4"
+PIPELINE_VERSION = RELEASES["qr2"].version  # "6.5.6"
+ERRATUM_VERSION = "6.5.4"  # pre-fix QR2 files with the transposed PSF zone cards
 ORBIT_RADIUS_KM = 7037.0
 ORBIT_PERIOD_S = 2.0 * math.pi * math.sqrt(ORBIT_RADIUS_KM**3 / 398600.4418)
 
@@ -71,7 +78,7 @@ def _uuid(*parts) -> str:
 
 
 @functools.cache
-def history_cards(detector: int) -> tuple[str, ...]:
+def history_cards(detector: int, release: str = "qr2") -> tuple[str, ...]:
     cards = [
         card("COMMENT", "TELAPSE starts prior to MJD-BEG: includes discarded frames."),
         card("COMMENT", "XPOSURE is the SUR integration time (SURLIM-SURDLY frames)."),
@@ -79,6 +86,8 @@ def history_cards(detector: int) -> tuple[str, ...]:
     for i in range(1, 24):
         cards.append(card("HISTORY", f"SSDC-MS-{i:03d} v{1 + (i * 7) % 5}"))
     for fam in _CALIB_FAMILIES:
+        if fam == "average_psf" and release != "qr2":
+            fam = "epsf"  # R7 files carry the EPSF table instead of the PSF cube
         cards.append(card("HISTORY", f"[CALIB] {fam} {_uuid('calib', fam, detector)}"))
     return tuple(cards)
 
@@ -203,6 +212,7 @@ def identity_cards(info: survey.ImageInfo, extname: str, exttype: str, bunit: st
 
 
 def flag_cards() -> list[str]:
+    """QR2 bit cards ``MP_<NAME> = bit`` (R7 files use ``r7.mskn_cards`` instead)."""
     return [card(f"MP_{name}", bit, comment) for name, (bit, comment) in FLAG_BITS.items()]
 
 

@@ -26,6 +26,12 @@ Rendering convention (``render_psf_native``), used by the simulator for every so
 4. Surface brightness of native pixel p: ``I_p [MJy/sr] = F [µJy] * psf_integral_p /
    (Omega_p [arcsec²] * 23.5045)`` with ``Omega_p`` the solid-angle-map value of that parent pixel.
 
+R7 (QR3) files carry no cube but an ePSF table (``spxflow.sim.r7``): per zone of the
+``format.EPSF_LATTICE`` grid, this same model at the zone centre (``epsf_zone_params``), as a
+continuous profile pixel-integrated by ``render_analytic_native``. QR3 pixels render every
+source with the profile of the zone containing it (``format.epsf_zone``); QR2 pixels keep the
+cube's 11x11 zones.
+
 The stamp reference pixel is ``size // 2``; stamp pixel (r, c) is the native pixel
 ``(ref_x + c - size//2, ref_y + r - size//2)``. The simulator uses ``size = 11`` and the reference
 pixel ``round(x_source)``, ``round(y_source)`` (0-based parent pixels), so ``|dx|, |dy| <= 0.5``.
@@ -38,12 +44,14 @@ import functools
 import numpy as np
 
 from spxflow.format import (
+    EPSF_LATTICE,
     NPIX,
     PIXEL_SCALE_ARCSEC,
     PSF_CENTER,
     PSF_NZONE,
     PSF_OVERSAMP,
     PSF_SIZE,
+    epsf_zone_centers,
     psf_zone_centers,
 )
 
@@ -80,27 +88,90 @@ def _plane(fwhm_arcsec: float, ellip: float, theta: float) -> np.ndarray:
     return prof / prof.sum()
 
 
+def psf_params(detector: int, x: float, y: float) -> tuple[float, float, float]:
+    """(FWHM arcsec, ellipticity, position angle rad) of the optical PSF at 0-based parent
+    pixel (x, y): the one per-position model behind both the QR2 cube and the R7 ePSF."""
+    half = (NPIX - 1) / 2.0
+    qx = (x - half) / half
+    qy = (y - half) / half
+    r = np.hypot(qx, qy) / np.sqrt(2.0)
+    # Size gradient along x (not y) and twisted radial ellipticity: the pattern is not
+    # symmetric under ix <-> iy, so a transposed zone lookup costs a few per cent.
+    fwhm = detector_fwhm_arcsec(detector) * (
+        1.0 + ZONE_FWHM_GRAD_X * qx + ZONE_FWHM_GRAD_Y * qy + 0.03 * r * r
+    )
+    theta = np.arctan2(qy, qx) + ZONE_TWIST * qx
+    return fwhm, ZONE_ELLIPTICITY * r, theta
+
+
+def optical_psf(detector: int, x: float, y: float) -> np.ndarray:
+    """Optical PSF (101x101 float64 at 10x, sum 1) of the model evaluated at parent (x, y)."""
+    return _plane(*psf_params(detector, x, y))
+
+
 @functools.cache
 def psf_cube(detector: int) -> np.ndarray:
-    """(121, 101, 101) float32 PSF cube of a detector, planes in x-fast zone order."""
-    fwhm0 = detector_fwhm_arcsec(detector)
+    """(121, 101, 101) float32 PSF cube of a detector, planes in x-fast zone order (QR2)."""
     centres = psf_zone_centers()
-    half = (NPIX - 1) / 2.0
     cube = np.empty((PSF_NZONE * PSF_NZONE, PSF_SIZE, PSF_SIZE), dtype=np.float32)
     for iy in range(PSF_NZONE):
         for ix in range(PSF_NZONE):
-            qx = (centres[ix] - half) / half
-            qy = (centres[iy] - half) / half
-            r = np.hypot(qx, qy) / np.sqrt(2.0)
-            # Size gradient along x (not y) and twisted radial ellipticity: the pattern is not
-            # symmetric under ix <-> iy, so a transposed zone lookup costs a few per cent.
-            fwhm = fwhm0 * (1.0 + ZONE_FWHM_GRAD_X * qx + ZONE_FWHM_GRAD_Y * qy + 0.03 * r * r)
-            theta = np.arctan2(qy, qx) + ZONE_TWIST * qx
-            cube[iy * PSF_NZONE + ix] = _plane(fwhm, ZONE_ELLIPTICITY * r, theta)
+            cube[iy * PSF_NZONE + ix] = optical_psf(detector, centres[ix], centres[iy])
     cube.setflags(write=False)
     return cube
 
 
+@functools.lru_cache(maxsize=1024)  # 82 kB each; one detector's lattice is 441-451 zones
+def epsf_zone_psf(detector: int, ix: int, iy: int) -> np.ndarray:
+    """Optical PSF (101x101 float64, read-only) of R7 ePSF zone (ix, iy): the model at the
+    zone centre. QR3 pixels are rendered from it; the EPSF table is its pixel integral."""
+    nbx, nby = EPSF_LATTICE[detector]
+    plane = optical_psf(detector, epsf_zone_centers(nbx)[ix], epsf_zone_centers(nby)[iy])
+    plane.setflags(write=False)
+    return plane
+
+
+@functools.lru_cache(maxsize=1024)
+def epsf_zone_params(detector: int, ix: int, iy: int) -> tuple[float, float, float]:
+    """(FWHM arcsec, ellipticity, angle) of the optical PSF of R7 ePSF zone (ix, iy)."""
+    nbx, nby = EPSF_LATTICE[detector]
+    return psf_params(detector, epsf_zone_centers(nbx)[ix], epsf_zone_centers(nby)[iy])
+
+
+_SUB = (np.arange(PSF_OVERSAMP) - (PSF_OVERSAMP - 1) / 2.0) / PSF_OVERSAMP  # sub-cell centres
+
+
+def render_analytic_native(params, dx: float, dy: float, size: int = STAMP_SIZE) -> np.ndarray:
+    """Pixel-integrated stamp (as ``render_psf_native``) of the *continuous* profile of
+    ``_plane`` with ``params`` (FWHM, ellipticity, angle): the mean of the analytic density
+    over the 10x10 sub-cell centres of each native pixel.
+
+    QR3 pixels are rendered with it and the EPSF table samples it: unlike the bilinearly
+    interpolated cube it is smooth in the source position, as a real pixel-convolved PSF is,
+    so an ePSF sampled at 5x and interpolated reproduces it (the cube's 0.1 px kinks left
+    0.65 % of the peak, which a cubic spline through 0.2 px samples cannot follow)."""
+    fwhm, ellip, theta = params
+    h = size // 2
+    cells = np.arange(size) - h
+    u = (cells[:, None] + _SUB[None, :]).ravel()  # offsets of sub-cell centres [px]
+    xx = (u - dx)[None, :] * PIXEL_SCALE_ARCSEC
+    yy = (u - dy)[:, None] * PIXEL_SCALE_ARCSEC
+    c, s = np.cos(theta), np.sin(theta)
+    xr = c * xx + s * yy
+    yr = -s * xx + c * yy
+    sigma = fwhm / 2.3548
+    sa = sigma * np.sqrt(1 + ellip)
+    sb = sigma / np.sqrt(1 + ellip)
+    sw = WING_SCALE * sigma
+    area = PIXEL_SCALE_ARCSEC**2  # densities per arcsec^2 -> per native pixel
+    core = np.exp(-0.5 * ((xr / sa) ** 2 + (yr / sb) ** 2)) * area / (2 * np.pi * sa * sb)
+    wing = np.exp(-0.5 * (xx**2 + yy**2) / sw**2) * area / (2 * np.pi * sw**2)
+    dens = (1 - WING_FRACTION) * core + WING_FRACTION * wing
+    n = PSF_OVERSAMP
+    return dens.reshape(size, n, size, n).mean(axis=(1, 3))
+
+
+@functools.lru_cache(maxsize=64)  # the ePSF build reuses 5 phases thousands of times
 def _axis_matrix(shift: float, size: int) -> np.ndarray:
     """(size, 101) matrix M such that stamp = My @ plane @ Mx.T (see module docstring)."""
     h = size // 2
@@ -117,7 +188,9 @@ def _axis_matrix(shift: float, size: int) -> np.ndarray:
     hi = np.clip(i0 + 2, 0, PSF_SIZE + 1)
     np.add.at(m, (rows, lo), 1.0 - t)
     np.add.at(m, (rows, hi), t)
-    return m[:, 1 : PSF_SIZE + 1]
+    out = m[:, 1 : PSF_SIZE + 1]
+    out.setflags(write=False)
+    return out
 
 
 def render_psf_native(plane: np.ndarray, dx: float, dy: float, size: int = STAMP_SIZE):

@@ -1,18 +1,30 @@
 """Render the IMAGE/FLAGS/VARIANCE/ZODI planes of one cutout and write its FITS bytes.
 
 Only the requested parent-pixel box is computed (cost scales with cutout area). Every pixel
-value is a pure function of (seed, image, parent pixel), so overlapping cutouts agree exactly:
+value is a pure function of (seed, image, parent pixel), so overlapping cutouts agree exactly
+(and an l2b_retry copy has exactly the pixels of its l2b original):
 
-    IMAGE = sources + zodi_scale * ZODI + airglow + noise (+ corrupted flagged pixels)
-    VARIANCE = sigma_det^2 * (1 + 0.05 (y/2040 - 0.5)) + SHOT_COEFF * source [MJy/sr]
+    IMAGE = [sources + zodi_scale * ZODI + airglow + noise (+ corrupted flagged pixels)] / g
+    VARIANCE = [sigma_det^2 * (1 + 0.05 (y/2040 - 0.5)) + SHOT_COEFF * source] / g^2 [MJy/sr]
+
+with ``g = 1`` for QR3 (the true sky is on the R7 gain scale) and ``g = flxc`` for QR2 (the QR3
+``l3_flux_corrections`` map, ``sky.flux_correction_map``): QR2 IMAGE x flxc is the R7-scale
+image. Sources and flags are computed on the R7 scale; ZODI is never scaled.
 
 ``zodi_scale`` is a per-image factor in [0.95, 1.05] (the ZODI model is not perfect; the truth
 is in the SIMZSCAL card); airglow (D1/D2 only) is not in ZODI. NONFUNC pixels carry NaN
 VARIANCE and a NaN or negative IMAGE value.
 
-Sources are rendered with ``psf_model.render_psf_native`` (see that docstring for the exact
-convention); a source's flux in an image is its SED averaged over the top-hat bandpass
-(CWAVE, CBAND) of the parent pixel containing its centre.
+Sources are rendered with the optical PSF of their zone, integrated over pixels: in QR2
+images the QR2 cube's 11x11 zone (``format.psf_plane``) with ``psf_model.render_psf_native``
+(see that docstring for the exact convention); in QR3 images the smooth profile of the R7 ePSF
+lattice zone (``format.epsf_zone``) with ``psf_model.render_analytic_native``. A source's
+flux in an image is its SED averaged over the top-hat bandpass (CWAVE, CBAND) of the parent
+pixel containing its centre, in the spectral WCS of the image's release.
+
+File layouts: QR2 = PRIMARY, IMAGE, FLAGS (int32, MP_* cards), VARIANCE, ZODI, PSF (cube),
+WCS-WAVE; R7 (QR3) = PRIMARY, IMAGE, FLAGS (RICE_1 BINTABLE, MSKN cards), VARIANCE, ZODI, EPSF
+(table), WCS-WAVE (``spxflow.sim.r7``).
 """
 
 from __future__ import annotations
@@ -24,8 +36,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spxflow.format import NPIX, PIXEL_SCALE_ARCSEC, UJY_PER_MJYSR_ARCSEC2, psf_plane
-from spxflow.sim import SIM_VERSION, flags, hashrng, headers, sky
+from spxflow.format import (
+    EPSF_LATTICE,
+    NPIX,
+    PIXEL_SCALE_ARCSEC,
+    UJY_PER_MJYSR_ARCSEC2,
+    epsf_zone,
+    psf_plane,
+)
+from spxflow.sim import SIM_VERSION, flags, hashrng, headers, r7, sky
 from spxflow.sim.fitsout import (
     card,
     data_bytes,
@@ -35,7 +54,13 @@ from spxflow.sim.fitsout import (
     primary_cards,
     wcs_wave_hdu_bytes,
 )
-from spxflow.sim.psf_model import STAMP_SIZE, psf_cube, render_psf_native
+from spxflow.sim.psf_model import (
+    STAMP_SIZE,
+    epsf_zone_params,
+    psf_cube,
+    render_analytic_native,
+    render_psf_native,
+)
 from spxflow.sim.sed import band_average, blackbody_band_average
 from spxflow.sim.spectral_model import wave_band_parent0, wcs_wave_table
 from spxflow.sim.survey import ImageInfo, radec_to_vec
@@ -118,19 +143,34 @@ def source_flux(info: ImageInfo, x: float, y: float, kind: str, payload) -> tupl
     """(flux µJy, CWAVE µm) of a source centred at 0-based parent (x, y) in this image."""
     px = min(max(round(x), 0), NPIX - 1)
     py = min(max(round(y), 0), NPIX - 1)
-    wave, band = wave_band_parent0(info.detector, px, py)
+    wave, band = wave_band_parent0(info.detector, px, py, info.release)
     if kind == "truth":
         return float(band_average(payload, wave, band)), float(wave)
     flux, temp = payload
     return float(blackbody_band_average(flux, temp, 1.0, wave, band)), float(wave)
 
 
-def render_planes(info: ImageInfo, box, ra: float, dec: float, cfg: SimConfig) -> dict:
-    """IMAGE, FLAGS, VARIANCE, ZODI (float32/int32) of the box plus the truth for SIM* cards."""
+def _source_stamp(info: ImageInfo, x: float, y: float, rx: int, ry: int) -> np.ndarray:
+    """Pixel-integrated 11x11 stamp of a source at parent (x, y), centred on (rx, ry): the
+    QR2 cube plane of its zone, or in R7 images the smooth profile of its ePSF zone."""
+    if info.layout == "r7":
+        zone = epsf_zone(x, y, *EPSF_LATTICE[info.detector])
+        params = epsf_zone_params(info.detector, *zone)
+        return render_analytic_native(params, x - rx, y - ry, STAMP_SIZE)
+    return render_psf_native(psf_cube(info.detector)[psf_plane(x, y)], x - rx, y - ry, STAMP_SIZE)
+
+
+def render_planes(
+    info: ImageInfo, box, ra: float, dec: float, cfg: SimConfig, calibrated: bool = True
+) -> dict:
+    """IMAGE, FLAGS, VARIANCE, ZODI (float32/int32) of the box plus the truth for SIM* cards.
+
+    ``calibrated=False`` leaves IMAGE/VARIANCE on the R7 scale (skips the QR2 division by
+    flxc): what a QR2 image x flxc must equal."""
     x_lo, x_hi, y_lo, y_hi = box
     det = info.detector
     yy, xx = np.mgrid[y_lo:y_hi, x_lo:x_hi]
-    wave, band = wave_band_parent0(det, xx, yy)
+    wave, band = wave_band_parent0(det, xx, yy, info.release)
     omega = sky.solid_angle(det, xx, yy)
     ra_pix, dec_pix = info.pixel_to_world(xx, yy)
     zodi = sky.zodi_model(wave, ra_pix, dec_pix).astype(np.float32)
@@ -142,14 +182,13 @@ def render_planes(info: ImageInfo, box, ra: float, dec: float, cfg: SimConfig) -
     sigma_det = NOISE_SIGMA[det]
     source = np.zeros(xx.shape)
     source_mask = np.zeros(xx.shape, dtype=bool)
-    cube = psf_cube(det)
     truth_hits = {}
     for skey, x, y, kind, payload in _sources(info, box, cfg):
         flux, wave_src = source_flux(info, x, y, kind, payload)
         if kind == "truth":
             truth_hits[skey] = (flux, wave_src, x, y)
         rx, ry = round(x), round(y)
-        stamp = render_psf_native(cube[psf_plane(x, y)], x - rx, y - ry, STAMP_SIZE)
+        stamp = _source_stamp(info, x, y, rx, ry)
         sx0, sy0 = rx - _HALF, ry - _HALF
         ax0, ax1 = max(sx0, x_lo), min(sx0 + STAMP_SIZE, x_hi)
         ay0, ay1 = max(sy0, y_lo), min(sy0 + STAMP_SIZE, y_hi)
@@ -187,6 +226,10 @@ def render_planes(info: ImageInfo, box, ra: float, dec: float, cfg: SimConfig) -
     image = np.where(dead, -1.0 - 4.0 * hashrng.uniform(dkey, 78, idx), image)
     image = np.where(nan_dead, np.nan, image)
     variance = np.where(dead, np.nan, variance)
+    if calibrated and info.release == "qr2":  # QR2 gains: R7-scale pixels / flxc
+        flxc = sky.flux_correction_map(det)[y_lo:y_hi, x_lo:x_hi].astype(np.float64)
+        image = image / flxc
+        variance = variance / (flxc * flxc)
 
     # Truth for the SIM* cards: the truth source nearest the requested centre (within 3").
     idx_t, sep = cfg.truth.nearest(ra, dec)
@@ -203,7 +246,8 @@ def render_planes(info: ImageInfo, box, ra: float, dec: float, cfg: SimConfig) -
         sx, sy, _ = info.world_to_pixel(ra, dec)
         px = min(max(round(float(sx)), 0), NPIX - 1)
         py = min(max(round(float(sy)), 0), NPIX - 1)
-        simflux, simwave, simsrc = 0.0, float(wave_band_parent0(det, px, py)[0]), "none"
+        simwave = float(wave_band_parent0(det, px, py, info.release)[0])
+        simflux, simsrc = 0.0, "none"
     return {
         "IMAGE": image.astype(np.float32),
         "FLAGS": flag_plane.astype(np.int32),
@@ -224,14 +268,18 @@ def psf_hdu_bytes(detector: int, erratum: bool) -> bytes:
 
 
 @functools.cache
-def wcs_wave_bytes(detector: int) -> bytes:
-    return wcs_wave_hdu_bytes(*wcs_wave_table(detector))
+def wcs_wave_bytes(detector: int, release: str = "qr2") -> bytes:
+    return wcs_wave_hdu_bytes(*wcs_wave_table(detector, release))
 
 
 @functools.cache
-def primary_bytes(erratum: bool) -> bytes:
-    version = headers.ERRATUM_VERSION if erratum else headers.PIPELINE_VERSION
+def primary_bytes(version: str) -> bytes:
     return header_bytes(primary_cards(version))
+
+
+def file_version(info: ImageInfo, erratum: bool) -> str:
+    """PRIMARY VERSION: the release's, or 6.5.4 for QR2 files with the PSF header erratum."""
+    return headers.ERRATUM_VERSION if erratum and info.layout == "qr2" else info.version
 
 
 @functools.lru_cache(maxsize=512)
@@ -243,7 +291,7 @@ def _image_cards(info: ImageInfo, seed: int) -> dict:
     omega = (sky.OMEGA_MEDIAN, sky.OMEGA_STDDEV)  # the SAPM is normalised to these
     wcs = headers.wcs_cards(info)
     times = headers.time_cards(info)
-    hist = list(headers.history_cards(info.detector))
+    hist = list(headers.history_cards(info.detector, info.release))
     ident = {
         name: headers.identity_cards(info, name, exttype, bunit)
         for name, exttype, bunit in (
@@ -254,6 +302,7 @@ def _image_cards(info: ImageInfo, seed: int) -> dict:
         )
     }
     count = headers.count_cards(counts)
+    bit_cards = r7.mskn_cards() if info.layout == "r7" else headers.flag_cards()
     return {
         "IMAGE": ident["IMAGE"]
         + headers.image_extra_cards(info, counts, omega)
@@ -261,7 +310,7 @@ def _image_cards(info: ImageInfo, seed: int) -> dict:
         + wcs
         + times
         + hist,
-        "FLAGS": ident["FLAGS"] + count + headers.flag_cards() + wcs + times,
+        "FLAGS": ident["FLAGS"] + count + bit_cards + wcs + times,
         "VARIANCE": ident["VARIANCE"] + wcs + times,
         "ZODI": ident["ZODI"] + wcs + times,
     }
@@ -287,31 +336,46 @@ def _shift_crpix(cards: list[str], box) -> list[str]:
     return out
 
 
+def _tail_key(info: ImageInfo, erratum: bool) -> tuple:
+    return info.detector, info.layout, info.release, erratum and info.layout == "qr2"
+
+
+@functools.cache
+def _tail_bytes(detector: int, layout: str, release: str, erratum: bool) -> bytes:
+    """The per-detector constant HDUs after ZODI: PSF cube or EPSF table, then WCS-WAVE."""
+    psf = r7.epsf_hdu_bytes(detector) if layout == "r7" else psf_hdu_bytes(detector, erratum)
+    return psf + wcs_wave_bytes(detector, release)
+
+
+@functools.cache
+def _gzip_tail(detector: int, layout: str, release: str, erratum: bool) -> bytes:
+    tail = _tail_bytes(detector, layout, release, erratum)
+    return gzip.compress(tail, compresslevel=6, mtime=0)
+
+
 def cutout_fits_bytes(
     info: ImageInfo, box, ra: float, dec: float, cfg: SimConfig, compress: bool = False
 ) -> bytes:
-    """The complete 7-HDU cutout FITS file (PSF and WCS-WAVE whole, CRPIX pairs shifted).
+    """The complete 7-HDU cutout FITS file of the image's layout (PSF/EPSF and WCS-WAVE whole,
+    CRPIX pairs shifted).
 
     ``compress`` returns a gzip stream made of two members (the cutout-specific HDUs, then the
-    cached compressed PSF + WCS-WAVE tail): standard multi-member gzip that ``gzip.decompress``,
-    ``gzip.open``, astropy and urllib3 decode to the plain file.
+    cached compressed PSF/EPSF + WCS-WAVE tail): standard multi-member gzip that
+    ``gzip.decompress``, ``gzip.open``, astropy and urllib3 decode to the plain file.
     """
     planes = render_planes(info, box, ra, dec, cfg)
     cards = _image_cards(info, cfg.seed)
     sim = headers.sim_cards(*planes["sim"], SIM_VERSION)
-    parts = [primary_bytes(cfg.psf_header_erratum)]
+    parts = [primary_bytes(file_version(info, cfg.psf_header_erratum))]
     for name in ("IMAGE", "FLAGS", "VARIANCE", "ZODI"):
         extra = sim if name == "IMAGE" else []
-        parts.append(image_hdu_bytes(planes[name], _shift_crpix(cards[name], box) + extra))
+        hdr = _shift_crpix(cards[name], box) + extra
+        if name == "FLAGS" and info.layout == "r7":
+            parts.append(r7.rice_flags_hdu_bytes(planes[name], hdr))
+        else:
+            parts.append(image_hdu_bytes(planes[name], hdr))
     if compress:
         head = gzip.compress(b"".join(parts), compresslevel=6, mtime=0)
-        return head + _gzip_tail(info.detector, cfg.psf_header_erratum)
-    parts.append(psf_hdu_bytes(info.detector, cfg.psf_header_erratum))
-    parts.append(wcs_wave_bytes(info.detector))
+        return head + _gzip_tail(*_tail_key(info, cfg.psf_header_erratum))
+    parts.append(_tail_bytes(*_tail_key(info, cfg.psf_header_erratum)))
     return b"".join(parts)
-
-
-@functools.cache
-def _gzip_tail(detector: int, erratum: bool) -> bytes:
-    tail = psf_hdu_bytes(detector, erratum) + wcs_wave_bytes(detector)
-    return gzip.compress(tail, compresslevel=6, mtime=0)

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy.special import erf
 
 from spxflow.format import NPIX
+from spxflow.sim import hashrng
 from spxflow.sim.sed import FAMILIES, SED
 from spxflow.sim.survey import ecliptic_latitude, radec_to_vec
 
@@ -234,3 +235,48 @@ def solid_angle(detector: int, x0, y0) -> np.ndarray:
 def solid_angle_map(detector: int) -> np.ndarray:
     y, x = np.mgrid[0:NPIX, 0:NPIX]
     return solid_angle(detector, x, y).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flux-correction map (QR3 calibration product l3_flux_corrections; dimensionless).
+# One calibration scale: the simulated sky is on the R7 (QR3) gain scale and the factors bring
+# pre-QR3 data to it (R7 = QR2 x flxc), so QR2 pixels are written as R7-scale pixels / flxc.
+# Smooth per detector (D1 median 0.970 with a row dependence spanning about 0.875-0.983, D2 0.985,
+# D3 0.992, D4 1.012, D5 1.007, D6 1.004) plus ~1e-4 "wild" pixels with factors in [0.5, 2].
+# An instrument property: seed-independent.
+
+FLXC_MEDIAN = {1: 0.970, 2: 0.985, 3: 0.992, 4: 1.012, 5: 1.007, 6: 1.004}
+FLXC_WILD_RATE = 1e-4
+
+
+def _flxc_rows(detector: int, y0) -> np.ndarray:
+    y = np.asarray(y0, dtype=float)
+    t = y / (NPIX - 1)
+    if detector == 1:  # a steep deficit on the first rows (0.875 at y=0), then a slow decline
+        return 0.983 - 0.026 * t - 0.108 * np.exp(-y / 40.0)
+    sign = 1.0 if detector % 2 else -1.0
+    return 1.0 + sign * 0.006 * (t - 0.5) + 0.002 * np.cos(np.pi * t * (detector - 1))
+
+
+def _flxc_cols(x0) -> np.ndarray:
+    q = (np.asarray(x0, dtype=float) - (NPIX - 1) / 2) / ((NPIX - 1) / 2)
+    return 0.002 * q * q - 0.001 * q
+
+
+@functools.cache
+def flux_correction_map(detector: int) -> np.ndarray:
+    """The detector's l3_flux_corrections map (2040x2040 float32 [y, x], read-only, cached).
+
+    Separable smooth part (rows + columns, shifted to the detector's median) plus wild pixels
+    drawn from a generator seeded by the detector (cheap: no per-pixel hashing)."""
+    axis = np.arange(NPIX)
+    smooth = np.add.outer(_flxc_rows(detector, axis), _flxc_cols(axis))
+    smooth += FLXC_MEDIAN[detector] - float(np.median(smooth[::4, ::4]))
+    rng = np.random.default_rng([hashrng.key_of("flxc_wild", detector) & 0xFFFFFFFF, detector])
+    n_wild = int(rng.binomial(NPIX * NPIX, FLXC_WILD_RATE))
+    wild = rng.choice(NPIX * NPIX, size=n_wild, replace=False)
+    flat = smooth.reshape(-1)
+    flat[wild] = 2.0 ** rng.uniform(-1.0, 1.0, n_wild)
+    out = smooth.astype(np.float32)
+    out.setflags(write=False)
+    return out

@@ -13,6 +13,10 @@ CWAVE/CBAND are this model evaluated at every pixel; the WCS-WAVE table is the s
 at the control points of §1.8, so its bilinear lookup agrees with CWAVE to < 1 nm (checked in
 tests). Linear-in-y edge values make the table exact along y; the residual comes from the
 quadratic bowing along x and stays below 1 nm on every detector.
+
+Releases (spec §8.5): QR3 (``cal-swcs-v5``) equals QR2 (``cal-wcs-v4``) on D1-D4; on D5 and D6
+every wavelength is shifted by ``+0.0064 µm`` and the bandwidths are unchanged. Every function
+takes ``release`` (default 'qr2').
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ WAVE_ENDS = {
 }
 BOWING = {1: 0.013, 2: 0.012, 3: 0.011, 4: 0.009, 5: 0.007, 6: 0.007}
 RESOLVING_POWER = {1: 39.1, 2: 41.4, 3: 40.6, 4: 34.9, 5: 111.6, 6: 127.8}
+# Release -> detector -> wavelength offset [µm] relative to QR2 (bandwidth unchanged).
+WAVE_SHIFT_UM = {"qr2": {}, "qr3": {5: 0.0064, 6: 0.0064}}
+
+
+def wave_shift(detector: int, release: str = "qr2") -> float:
+    try:
+        return WAVE_SHIFT_UM[release].get(int(detector), 0.0)
+    except KeyError:
+        raise ValueError(
+            f"release must be one of {sorted(WAVE_SHIFT_UM)}, got {release!r}"
+        ) from None
 
 
 def _grid(step_points: int) -> np.ndarray:
@@ -73,7 +88,7 @@ def dichroic_factor(detector: int, psi2) -> np.ndarray:
     return f
 
 
-def wave_band(detector: int, psi1, psi2) -> tuple[np.ndarray, np.ndarray]:
+def wave_band(detector: int, psi1, psi2, release: str = "qr2") -> tuple[np.ndarray, np.ndarray]:
     """(central wavelength, bandwidth) in µm at 1-based parent pixel coordinates."""
     if detector not in WAVE_ENDS:
         raise ValueError(f"detector must be 1..6, got {detector!r}")
@@ -85,27 +100,30 @@ def wave_band(detector: int, psi1, psi2) -> tuple[np.ndarray, np.ndarray]:
     b = BOWING[detector]
     lam = lam_edge * (1.0 - b + b * q * q)
     band = lam / RESOLVING_POWER[detector] * dichroic_factor(detector, y)
-    return lam, band
+    return lam + wave_shift(detector, release), band
 
 
-def wave_band_parent0(detector: int, x0, y0) -> tuple[np.ndarray, np.ndarray]:
+def wave_band_parent0(detector: int, x0, y0, release: str = "qr2") -> tuple[np.ndarray, np.ndarray]:
     """Same as ``wave_band`` for 0-based parent pixels (the CWAVE/CBAND array index)."""
-    return wave_band(detector, np.asarray(x0, dtype=float) + 1, np.asarray(y0, dtype=float) + 1)
+    x1 = np.asarray(x0, dtype=float) + 1
+    return wave_band(detector, x1, np.asarray(y0, dtype=float) + 1, release)
 
 
-def cwave_cband(detector: int) -> tuple[np.ndarray, np.ndarray]:
+def cwave_cband(detector: int, release: str = "qr2") -> tuple[np.ndarray, np.ndarray]:
     """Full CWAVE and CBAND planes (2040x2040 float32, numpy [y, x]); for calibration files."""
     y, x = np.mgrid[1 : NPIX + 1, 1 : NPIX + 1].astype(np.float64)
-    lam, band = wave_band(detector, x, y)
+    lam, band = wave_band(detector, x, y, release)
     return lam.astype(np.float32), band.astype(np.float32)
 
 
 @functools.cache
-def wcs_wave_table(detector: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def wcs_wave_table(
+    detector: int, release: str = "qr2"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X int32, Y int32, VALUES float32 [iy, ix, 2]) of the WCS-WAVE table."""
     xt, yt = control_points(detector)
     gx, gy = np.meshgrid(xt.astype(float), yt.astype(float))
-    lam, band = wave_band(detector, gx, gy)
+    lam, band = wave_band(detector, gx, gy, release)
     values = np.stack([lam, band], axis=-1).astype(np.float32)
     for arr in (xt, yt, values):
         arr.setflags(write=False)

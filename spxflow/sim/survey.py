@@ -21,6 +21,10 @@ rising steeply toward the poles. Discovery solves for the candidate rings and ti
 Slew index ``A`` (absolute, from ``T0_MJD``) -> ``p = A // SLEWS_PER_PASS``, ring and large slew
 within the pass; the OBSID is ``{ISO year}W{ISO week}_{half-week}A_{A - first A of that
 planning period:04d}_{step}``, which is inverted exactly by ``parse_obsid``.
+
+Releases are time slices of this one survey (``timeline``): ``find_images`` and
+``parse_obsid`` serve only the slews of the configured releases; QR3 slews may also exist as an
+``l2b_retry`` copy (``ImageInfo.retry``), which is the same exposure under another token.
 """
 
 from __future__ import annotations
@@ -33,24 +37,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spxflow.format import NPIX, PIXEL_SCALE_ARCSEC
+from spxflow.format import NPIX, PIXEL_SCALE_ARCSEC, RELEASES
 from spxflow.sim import wcs as simwcs
+from spxflow.sim.timeline import (  # noqa: F401 - the survey clock, re-exported for callers
+    N_RINGS,
+    PASS_DAYS,
+    SLEW_DAYS,
+    SLEWS_PER_PASS,
+    SLEWS_PER_RING,
+    SPAN_SECONDS,
+    STEP_SECONDS,
+    STEPS,
+    SURDLY,
+    SURLIM,
+    T0_MJD,
+    TELAPSE,
+    TSAMP,
+    XPOSURE,
+    check_releases,
+    first_slew_of_period,
+    has_retry,
+    in_windows,
+    iso_ms,
+    level2_key,
+    mjd_to_datetime,
+    planning_period_of,
+    publisher_did,
+    release_of_slew,
+    release_windows,
+    slew_meta,
+    slew_mjd,
+    step_mjd,
+)
 
-T0_MJD = 60796.0  # 2025-05-01T00:00:00 UTC, start of science operations
-PASS_DAYS = 182.625
-N_RINGS = 211
-SLEWS_PER_RING = 104
-STEPS = 4
+DEFAULT_RELEASES = ("qr2",)  # low-level default; the archive passes its configured releases
+
 TILES_PER_RING = SLEWS_PER_RING * STEPS
-SLEWS_PER_PASS = N_RINGS * SLEWS_PER_RING
-SLEW_DAYS = PASS_DAYS / SLEWS_PER_PASS  # ≈ 719 s per large slew
-STEP_SECONDS = 128.9
-TSAMP = 1.5349
-SURLIM = 77
-SURDLY = 3
-XPOSURE = 113.5826
-TELAPSE = 118.1873
-SPAN_SECONDS = (SURLIM - 2) * TSAMP  # MJD-END - MJD-BEG = 115.118 s
 PAIR_OFFSET_DEG = 3.60
 L_START = 130.6  # ecliptic longitude of the first ring (Sun + 90° on 2025-05-01)
 OBLIQUITY_DEG = 23.4392911
@@ -60,7 +82,6 @@ _HALF_DET_DEG = NPIX * PIXEL_SCALE_ARCSEC / 3600.0 / 2.0
 _TILE_DEG = 360.0 / TILES_PER_RING
 _RING_DEG = 180.0 / N_RINGS
 _GOLDEN = 0.6180339887498949
-_MJD_EPOCH = dt.datetime(1858, 11, 17)
 _OBSID_RE = re.compile(r"^(\d{4})W(\d{2})_([12])([A-Z])_(\d{4})_([1-4])$")
 
 _CE = math.cos(math.radians(OBLIQUITY_DEG))
@@ -128,50 +149,6 @@ def pointing(slew, step, pair):
     return ra0, dec0, pa + jitter
 
 
-def slew_mjd(slew) -> np.ndarray:
-    """MJD-BEG of small step 1 of large slew ``slew``."""
-    return T0_MJD + np.asarray(slew, dtype=np.float64) * SLEW_DAYS
-
-
-def mjd_to_datetime(mjd: float) -> dt.datetime:
-    return _MJD_EPOCH + dt.timedelta(microseconds=round(mjd * 86400e6))
-
-
-def iso_ms(mjd: float) -> str:
-    """ISO-8601 UTC string with millisecond precision."""
-    t = _MJD_EPOCH + dt.timedelta(milliseconds=round(mjd * 86400e3))
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}"
-
-
-def _datetime_to_mjd(t: dt.datetime) -> float:
-    return (t - _MJD_EPOCH) / dt.timedelta(days=1)
-
-
-def planning_period_of(mjd: float) -> tuple[str, float]:
-    """(planning period label 'YYYYWww_nA', its start MJD) of an MJD."""
-    t = mjd_to_datetime(mjd)
-    year, week, _ = t.isocalendar()
-    monday = dt.datetime.combine(dt.date.fromisocalendar(year, week, 1), dt.time())
-    half = 1 if (t - monday) < dt.timedelta(days=3.5) else 2
-    start = monday + dt.timedelta(days=3.5 * (half - 1))
-    return f"{year}W{week:02d}_{half}A", _datetime_to_mjd(start)
-
-
-@functools.lru_cache(maxsize=4096)
-def first_slew_of_period(label: str) -> int:
-    """Smallest slew index whose step-1 time falls in planning period ``label``."""
-    m = re.fullmatch(r"(\d{4})W(\d{2})_([12])A", label)
-    year, week, half = int(m[1]), int(m[2]), int(m[3])
-    monday = dt.datetime.combine(dt.date.fromisocalendar(year, week, 1), dt.time())
-    start = _datetime_to_mjd(monday + dt.timedelta(days=3.5 * (half - 1)))
-    a = max(0, math.ceil((start - T0_MJD) / SLEW_DAYS))
-    while a > 0 and planning_period_of(float(slew_mjd(a - 1)))[0] == label:
-        a -= 1
-    while planning_period_of(float(slew_mjd(a)))[0] != label:
-        a += 1
-    return a
-
-
 @dataclass(frozen=True)
 class ImageInfo:
     """Everything that identifies one simulated Level-2 frame."""
@@ -188,6 +165,23 @@ class ImageInfo:
     pa_y: float  # position angle of detector +y [deg E of N]
     pass_index: int
     processing_mjd: float
+    release: str = "qr2"  # 'qr2' / 'qr3' (time slice of the slew, ``timeline``)
+    version: str = RELEASES["qr2"].version  # pipeline VERSION of the release
+    retry: bool = False  # the l2b_retry copy of a QR3 exposure (same pixels, own token/DATE)
+
+    @property
+    def layout(self) -> str:
+        """File layout: 'qr2' (PSF cube, int32 FLAGS) or 'r7' (EPSF table, RICE_1 FLAGS)."""
+        return RELEASES[self.release].layout
+
+    @property
+    def key(self) -> str:
+        """Path after ``/ibe/data/spherex/`` (= the S3 key)."""
+        return level2_key(self.release, self.planning_period, self.token, self.obsid, self.detector)
+
+    @property
+    def publisher_did(self) -> str:
+        return publisher_did(self.release, self.obsid, self.detector, self.retry)
 
     @property
     def mjd_end(self) -> float:
@@ -224,27 +218,11 @@ class ImageInfo:
         return simwcs.pixel_to_world(x0, y0, self.ra0, self.dec0, self.cd, self.sip)
 
 
-@functools.lru_cache(maxsize=262144)
-def slew_meta(slew: int) -> tuple[str, str, str, float]:
-    """(planning period, OBSID stem 'YYYYWww_nA_SSSS', processing token, processing MJD)."""
-    mjd1 = float(slew_mjd(slew))
-    period, start = planning_period_of(mjd1)
-    large = slew - first_slew_of_period(period)
-    proc = math.floor(start) + 45
-    proc_date = mjd_to_datetime(proc)
-    version = 21 + min(slew // SLEWS_PER_PASS, 4)
-    token = f"l2b-v{version}-{proc_date.year}-{proc_date.timetuple().tm_yday:03d}"
-    return period, f"{period}_{large:04d}", token, proc + (slew % 997) / 997.0
-
-
-def step_mjd(slew, step) -> np.ndarray:
-    """MJD-BEG of a small step (steps are ``STEP_SECONDS`` apart)."""
-    return slew_mjd(slew) + (np.asarray(step) - 1) * STEP_SECONDS / 86400.0
-
-
 @functools.lru_cache(maxsize=65536)
-def image_info(slew: int, step: int, detector: int) -> ImageInfo:
-    period, stem, token, proc_mjd = slew_meta(slew)
+def image_info(slew: int, step: int, detector: int, retry: bool = False) -> ImageInfo:
+    """ImageInfo of a frame; ``retry`` selects the l2b_retry copy (QR3 only, ValueError else)."""
+    release = str(release_of_slew(slew))
+    period, stem, token, proc_mjd = slew_meta(slew, bool(retry))
     ra0, dec0, pa = pointing(slew, step, DETECTOR_PAIR[detector])
     return ImageInfo(
         slew=slew,
@@ -259,11 +237,22 @@ def image_info(slew: int, step: int, detector: int) -> ImageInfo:
         pa_y=float(pa),
         pass_index=slew // SLEWS_PER_PASS,
         processing_mjd=proc_mjd,
+        release=release,
+        version=RELEASES[release].version,
+        retry=bool(retry),
     )
 
 
-def parse_obsid(obsid: str, detector: int, passes: int) -> ImageInfo:
-    """ImageInfo of an OBSID + detector; KeyError if no such frame exists in ``passes``."""
+def parse_obsid(
+    obsid: str,
+    detector: int,
+    passes: int,
+    releases=DEFAULT_RELEASES,
+    qr3_days: float = 35.0,
+    retry: bool = False,
+) -> ImageInfo:
+    """ImageInfo of an OBSID + detector (+ retry copy); KeyError if no such frame is served by
+    the configured ``passes``/``releases``/``qr3_days``."""
     m = _OBSID_RE.match(obsid)
     if not m or m[4] != "A" or detector not in DETECTOR_PAIR:
         raise KeyError(f"no simulated image {obsid}/D{detector}")
@@ -273,20 +262,31 @@ def parse_obsid(obsid: str, detector: int, passes: int) -> ImageInfo:
     except ValueError as exc:
         raise KeyError(f"no simulated image {obsid}/D{detector}: {exc}") from exc
     slew = first_slew_of_period(label) + int(m[5])
-    if not (0 <= slew < passes * SLEWS_PER_PASS):
-        raise KeyError(f"no simulated image {obsid}/D{detector} (outside {passes} pass(es))")
+    windows = release_windows(int(passes), check_releases(releases), float(qr3_days))
+    if not in_windows(slew, windows):
+        raise KeyError(
+            f"no simulated image {obsid}/D{detector} (outside the served releases "
+            f"{sorted(windows)} with {passes} QR2 pass(es), {qr3_days:g} QR3 days)"
+        )
     if planning_period_of(float(slew_mjd(slew)))[0] != label:
         raise KeyError(f"no simulated image {obsid}/D{detector} (large slew out of range)")
-    return image_info(slew, int(m[6]), detector)
+    if retry and not has_retry(slew):
+        raise KeyError(f"no simulated image {obsid}/D{detector} under an l2b_retry token")
+    return image_info(slew, int(m[6]), detector, bool(retry))
 
 
-def find_images(ra, dec, radius_arcsec: float, passes: int):
-    """All frames whose footprint (grown by ``radius_arcsec``) contains each position.
+def find_images(
+    ra, dec, radius_arcsec: float, passes: int, releases=DEFAULT_RELEASES, qr3_days: float = 35.0
+):
+    """All frames of the served releases whose footprint (grown by ``radius_arcsec``) contains
+    each position.
 
     Returns arrays (position index, slew, step, detector, x0, y0) with the 0-based pixel
-    position of the point in each frame. Cost grows with the number of candidates, never
-    with the size of the survey.
+    position of the point in each frame; ``release_of_slew(slew)`` names each frame's release
+    and ``has_retry(slew)`` says which also exist as an l2b_retry copy (not listed here). Cost
+    grows with the number of candidates, never with the size of the survey.
     """
+    windows = release_windows(int(passes), check_releases(releases), float(qr3_days))
     ra = np.atleast_1d(np.asarray(ra, dtype=float))
     dec = np.atleast_1d(np.asarray(dec, dtype=float))
     xv = equ_to_ecl(radec_to_vec(ra, dec))
@@ -297,7 +297,12 @@ def find_images(ra, dec, radius_arcsec: float, passes: int):
     s = math.sin(math.radians(d_max)) / np.maximum(np.cos(beta), 1e-12)
     a = np.rad2deg(np.arcsin(np.minimum(s, 1.0)))
     out = []
-    for p in range(passes):
+    passes_needed = {
+        p
+        for lo, hi in windows.values()
+        for p in range(lo // SLEWS_PER_PASS, hi // SLEWS_PER_PASS + 1)
+    }
+    for p in sorted(passes_needed):
         delta = np.mod(lam - (L_START + 180.0 * p), 180.0)
         k_lo = np.ceil((delta - a) / _RING_DEG).astype(np.int64)
         k_hi = np.floor((delta + a) / _RING_DEG).astype(np.int64)
@@ -312,6 +317,12 @@ def find_images(ra, dec, radius_arcsec: float, passes: int):
             - np.repeat(np.cumsum(count) - count, count),
             N_RINGS,
         )
+        # Drop rings whose slews all lie outside the served time slices (cheap pre-cut).
+        ring_lo = p * SLEWS_PER_PASS + ring * SLEWS_PER_RING
+        keep = np.zeros(ring.shape, dtype=bool)
+        for lo, hi in windows.values():
+            keep |= (ring_lo < hi) & (ring_lo + SLEWS_PER_RING > lo)
+        pos, ring = pos[keep], ring[keep]
         lon, phase = _ring_params(p, ring)
         xp = xv[pos]
         cross = np.rad2deg(
@@ -335,6 +346,8 @@ def find_images(ra, dec, radius_arcsec: float, passes: int):
             c_pos = pos[ok][idx]
             slew = p * SLEWS_PER_PASS + ring[ok][idx] * SLEWS_PER_RING + tile // STEPS
             step = tile % STEPS + 1
+            served = in_windows(slew, windows)
+            c_pos, slew, step = c_pos[served], slew[served], step[served]
             ra0, dec0, pa = pointing(slew, step, pair)
             cd = simwcs.cd_matrix(pa)
             for det in PAIR_DETECTORS[pair]:

@@ -1,4 +1,5 @@
-# Calibration products are per detector and shared by every source: fetched once.
+# Calibration products are per (release, detector) and shared by every source: fetched once.
+# Each release's tokens differ, so the file name says which release a product belongs to.
 rule calibration:
     output:
         "resources/calibration/{family}_D{detector}_spx_{token}.fits",
@@ -14,11 +15,13 @@ rule calibration:
         runtime=runtime_scaled(20),
     params:
         archive=SCIENCE["archive"],
+        release=get_calibration_release,
     script:
         "../../scripts/calibration.py"
 
 
-# One small index of the 12 products: per-source jobs depend on it instead of on 12 files each
+# One small index of the products (36 with QR2 and QR3): per-source jobs depend on it instead
+# of on every file
 # (DAG edges cost time at 10,000+ sources); it records every product's id and sha256, so a
 # changed product still re-runs what used it.
 localrules:

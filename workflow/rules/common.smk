@@ -7,8 +7,12 @@ from snakemake.utils import validate
 from spxflow.catalog import CatalogSettings, neighbour_lists, read_catalog
 from spxflow.config import config_schema, validate_config
 from spxflow.configcli import coerce_cli_strings
-from spxflow.format import CALIBRATION_FAMILIES, DETECTORS, calibration_file_name
-from spxflow.settings import Science
+from spxflow.format import (
+    CALIBRATION_FAMILIES,
+    calibration_file_name,
+    parse_calibration_file_name,
+)
+from spxflow.settings import Science, calibration_needed
 from spxflow.slug import SLUG_REGEX
 
 # The schema fills every default (their one home) and names any unknown key by its path.
@@ -33,9 +37,8 @@ NEIGHBOURS = neighbour_lists(CATALOG, CATALOG_SETTINGS.neighbour_radius_arcsec)
 # that use it; runtime knobs are read by the jobs from the config and re-run nothing).
 SCIENCE = Science.from_config(config).to_params()
 CALIBRATION_FILES = [
-    f"resources/calibration/{calibration_file_name(family, det)}"
-    for family in CALIBRATION_FAMILIES
-    for det in DETECTORS
+    f"resources/calibration/{calibration_file_name(*product)}"
+    for product in calibration_needed(Science.from_config(config))
 ]
 CALIBRATION_INDEX = "resources/calibration/calibration_index.json"
 IS_SIMULATED = config["archive"]["backend"] == "simulated"
@@ -71,6 +74,11 @@ def get_final_outputs():
             "results/qa/{source}/{source}_qa_manifest.json", source=SOURCES
         )
     return outputs
+
+
+def get_calibration_release(wildcards):
+    name = f"{wildcards.family}_D{wildcards.detector}_spx_{wildcards.token}.fits"
+    return parse_calibration_file_name(name)[0]
 
 
 def get_target(wildcards):
