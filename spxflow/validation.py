@@ -76,6 +76,15 @@ def accuracy_metrics(j: pd.DataFrame) -> dict:
         if len(j)
         else np.nan,
         "chi2_red_median": float(np.median(j["chi2_red"])) if len(j) else np.nan,
+        # sampling error of a median: 1.2533 x (robust spread) / sqrt(n)
+        "chi2_red_median_se": float(
+            1.2533
+            * 1.4826
+            * np.median(np.abs(j["chi2_red"] - np.median(j["chi2_red"])))
+            / np.sqrt(len(j))
+        )
+        if len(j)
+        else np.nan,
         "n_isolated_snr_gt20": int(len(iso)),
         "recommended_frac_snr_gt20": float(iso["science_recommended"].mean())
         if len(iso)
@@ -114,25 +123,40 @@ TARGETS = {
 }
 
 
-def targets_met(m: dict) -> dict:
-    """Which accuracy targets a row of figures meets (NaN figures fail: no evidence).
+MIN_ROWS = 10  # fewer rows than this leave a target untested
 
-    The pull-std band is widened by twice the row's sampling error: a detector of the demo
-    has ~100 rows, whose pull std scatters by ±0.07 between noise realisations (measured over
-    nine seeds), so a ±0.05 band alone would fail honest rows at random. Campaigns of
-    thousands of rows (``python -m spxflow.validation``) test the band itself."""
+
+def targets_met(m: dict) -> dict:
+    """Which accuracy targets a row of figures meets, judged against its sampling error.
+
+    A demo detector has ~20-120 rows, whose pull std scatters by ±0.07-0.15 between noise
+    realisations (nine seeds measured), so each band is widened by twice the figure's sampling
+    error: the pull std's, the median chi2's (from the spread of chi2_red) and the binomial
+    error of the recommended fraction. A figure from fewer than ``MIN_ROWS`` rows is
+    *untested* (listed in ``untested``) rather than failed. Campaigns of thousands of rows
+    (``python -m spxflow.validation``) test the bands themselves."""
     lo_p, hi_p = TARGETS["pull_std"]
     lo_c, hi_c = TARGETS["chi2_red_median"]
-    slack = 2.0 * m["pull_std_se"] if np.isfinite(m["pull_std_se"]) else 0.0
+    rec = TARGETS["recommended_frac_snr_gt20"]
+    n_iso = m["n_isolated_snr_gt20"]
+    tested = {
+        "bias": m["n_snr_gt50"] >= MIN_ROWS,
+        "pull": m["n"] >= MIN_ROWS,
+        "chi2": m["n"] >= MIN_ROWS,
+        "recommended": n_iso >= MIN_ROWS,
+    }
+    pull_slack = 2.0 * m["pull_std_se"] if tested["pull"] else 0.0
+    chi2_slack = 2.0 * m["chi2_red_median_se"] if tested["chi2"] else 0.0
+    rec_slack = 2.0 * np.sqrt(rec * (1 - rec) / n_iso) if tested["recommended"] else 0.0
     ok = {
         "ok_bias": bool(abs(m["bias_snr_gt50"]) < TARGETS["bias_snr_gt50"]),
-        "ok_pull": bool(lo_p - slack <= m["pull_std"] <= hi_p + slack),
-        "ok_chi2": bool(lo_c <= m["chi2_red_median"] <= hi_c),
-        "ok_recommended": bool(
-            m["recommended_frac_snr_gt20"] >= TARGETS["recommended_frac_snr_gt20"]
-        ),
+        "ok_pull": bool(lo_p - pull_slack <= m["pull_std"] <= hi_p + pull_slack),
+        "ok_chi2": bool(lo_c - chi2_slack <= m["chi2_red_median"] <= hi_c + chi2_slack),
+        "ok_recommended": bool(m["recommended_frac_snr_gt20"] >= rec - rec_slack),
     }
-    ok["meets_targets"] = all(ok.values())
+    untested = [name for name, t in tested.items() if not t]
+    ok["meets_targets"] = all(v for k, v in ok.items() if k[3:] not in untested)
+    ok["untested"] = " ".join(untested)
     return ok
 
 

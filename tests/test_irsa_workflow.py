@@ -113,7 +113,7 @@ def test_manifests_clean_and_calibration_provenance_equal(runs):
             json.loads((ws / f"results/provenance/{s}_provenance.json").read_text())["calibration"]
             for ws in (sim_ws, irsa_ws)
         ]
-        assert cal[0] == cal[1] and len(cal[0]) == 12
+        assert cal[0] == cal[1] and len(cal[0]) == 36  # 2 QR2 + 4 QR3 families x 6
 
 
 def test_cutout_index_records_the_permanent_failure(runs):

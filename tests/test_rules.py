@@ -253,3 +253,39 @@ def test_summary_accuracy_and_check(work):
         fh.write("tampered\n")
     with pytest.raises(RuntimeError, match="1 output problem"):
         rules.check("results/provenance", "results/qa", "results/check.json")
+
+
+class Duplicated(FewImages):
+    """At the demo AGN (QR2 and QR3 cover it): one QR3 exposure under `l2b` and `l2b_retry`,
+    and one QR2 file returned by both the wide and the deep collection."""
+
+    def discover(self, ra, dec, radius_arcsec=0.0):
+        table = self.sim.discover(ra, dec, radius_arcsec)
+        retry = table[table["access_url"].str.contains("l2b_retry")].iloc[:1]
+        stem = retry["access_url"].iloc[0].rsplit("_spx_", 1)[0].rsplit("/", 1)[1]
+        normal = table[
+            table["access_url"].str.contains(stem, regex=False)
+            & ~table["access_url"].str.contains("l2b_retry")
+        ]
+        qr2 = table[table["obs_collection"] == "spherex_qr2"].iloc[:1]
+        deep = qr2.assign(obs_collection="spherex_qr2_deep")
+        return pd.concat([normal, retry, qr2, deep], ignore_index=True)
+
+
+def test_measure_keeps_each_exposure_once_and_lists_the_dropped_rows(work, monkeypatch):
+    archive = Duplicated()
+    archive.failing = None
+    monkeypatch.setattr(rules, "make_archive", lambda science, runtime: archive)
+    target = {"name": "AGN", "ra_deg": 35.5, "dec_deg": 48.1, "cutout_size_arcsec": 45.0}
+    out = rules.MeasureOutputs(*(p.replace(SOURCE, "AGN") for p in dataclasses.astuple(OUT)))
+    rules.measure(SCIENCE, RUNTIME, "AGN", target, [], CAL_INDEX, out)
+    table = pd.read_parquet(out.measurements)
+    assert len(table) == 2 and not table[["obs_id", "detector"]].duplicated().any()
+    assert sorted(table["release"]) == ["qr2", "qr3"]
+    assert table.loc[table["release"] == "qr3", "file_name"].str.contains("l2b_retry").all()
+    index = read_json(out.cutout_index)
+    assert index["n_duplicates"] == 2 and index["n_by_release"] == {"qr2": 1, "qr3": 1}
+    reasons = sorted(d["reason"] for d in index["duplicates"])
+    assert "older processing" in reasons[0] and "l2b_retry" in reasons[0]
+    assert "spherex_qr2" in reasons[1]
+    assert {d["obs_collection"] for d in index["duplicates"]} == {"spherex_qr3", "spherex_qr2_deep"}
