@@ -166,7 +166,7 @@ grep -E "SLURM-job|Error in rule" "$WORK/fail/fail.log" | head -n 3 | sed 's/^/ 
 
 # --- 6. the in-suite Slurm tests (skipped by the ordinary `pytest` run, which has no cluster) ----
 say "pytest -m slurm tests/test_slurm.py"
-timeout -k 30 900 "$PY" -m pytest -q -s -m slurm tests/test_slurm.py -p no:cacheprovider ||
+timeout -k 30 1800 "$PY" -m pytest -q -s -m slurm tests/test_slurm.py -p no:cacheprovider ||
     fail "pytest -m slurm failed"
 
 say "PASS: demo wall time local ${LOCAL_S}s, Slurm ${SLURM_S}s ($n_sub Slurm jobs); failure ${FAIL_S}s"

@@ -151,10 +151,23 @@ def measure_on_slurm() -> list[str]:
     ]
 
 
+def _only_qr2(ws: Path, irsa: dict | None = None) -> None:
+    """Serve (or query) QR2 only: half the images and calibration products of both releases."""
+    cfg_path = ws / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["archive"].setdefault("simulated", {})["releases"] = ["qr2"]
+    if irsa is not None:
+        cfg["archive"]["backend"] = "irsa"
+        cfg["archive"]["irsa"] = {**irsa, "collections": ["spherex_qr2", "spherex_qr2_deep"]}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
 @pytest.mark.slurm
 def test_measure_of_50_sources_is_submitted_as_grouped_slurm_jobs(slurm_cluster, tmp_path, capsys):
-    # Small cutouts keep 50 sources' discovery + cutouts + photometry quick on a 2-CPU node.
+    # Small cutouts keep 50 sources' discovery + cutouts + photometry quick on a 2-CPU node,
+    # and so does QR2 alone: this test is about submission and grouping, not releases.
     ws = make_workspace(tmp_path / "ws", synthetic_catalog(50).assign(cutout_size_arcsec=20.0))
+    _only_qr2(ws)
     proc = snakemake(ws, *measure_on_slurm(), timeout=900)
     log = proc.stdout + proc.stderr
     ids = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
@@ -178,21 +191,18 @@ def test_rerun_update_through_slurm_queries_discovery_once_per_source(slurm_clus
     contacts no archive, and the Slurm jobs that follow query discovery once per source (the
     emulator counts), however often Snakemake re-parses the workflow in them."""
     from spxflow.archive.emulator import get_stats, running_emulator
-    from spxflow.config import block_defaults
 
     catalog = synthetic_catalog(3).assign(cutout_size_arcsec=20.0)
     ws = make_workspace(tmp_path / "ws", catalog)
     slurm_args = measure_on_slurm()
-    cfg_path = ws / "config" / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
+    _only_qr2(ws)
+    cfg = yaml.safe_load((ws / "config" / "config.yaml").read_text())
     with running_emulator(cfg["archive"], {"seed": 1, "rules": []}) as url:
-        cfg["archive"]["backend"] = "irsa"
-        cfg["archive"]["irsa"] = {"base_url_override": url, "lock_dir": str(ws / ".locks")}
-        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        _only_qr2(ws, {"base_url_override": url, "lock_dir": str(ws / ".locks")})
         snakemake(ws, *slurm_args, timeout=900)
         first = get_stats(url)["requests"]
         # One discovery per source: one SIA2 query per collection (no MAXREC paging here).
-        per_source = len(block_defaults("archive", "irsa")["collections"])
+        per_source = 2
         assert first.get("sia", 0) == len(catalog) * per_source
         out = spxflow_rerun(ws, "--update", "--", *slurm_args)
         second = get_stats(url)["requests"]
