@@ -16,6 +16,7 @@ with rule_logging(snakemake.log[0], "qa_full", f"source {source}"):
         snakemake.params.neighbours,
         snakemake.params.cutout_dir,
         snakemake.input.measurements,
+        snakemake.input.stamps,
         snakemake.input.calibration_index,
         snakemake.output.pngs,
         snakemake.output.manifest,

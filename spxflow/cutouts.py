@@ -42,16 +42,26 @@ def fetch_cutouts(
         # Injected truth (simulated files only) is copied for the accuracy rule; the
         # photometry never sees it.
         entry["truth"] = truth_from_cutout(res.path) if res.status == "ok" else None
-        fetched[entry["image_id"]] = entry
-        if entry["status"] != "ok":
-            log.warning(
-                "source %s: cutout of %s %s: %s",
-                source,
-                entry["image_id"],
-                entry["status"],
-                entry["reason"],
-            )
+        fetched[entry["image_id"]] = _logged(entry, source, "cutout")
     return fetched
+
+
+def window_entries(results, source: str) -> dict[str, dict]:
+    """``image_id -> cutout-index entry`` of windows read into memory (failures logged)."""
+    return {res.image_id: _logged(res.to_dict(), source, "window") for res in results}
+
+
+def _logged(entry: dict, source: str, what: str) -> dict:
+    if entry["status"] != "ok":
+        log.warning(
+            "source %s: %s of %s %s: %s",
+            source,
+            what,
+            entry["image_id"],
+            entry["status"],
+            entry["reason"],
+        )
+    return entry
 
 
 def cutout_index(

@@ -13,9 +13,10 @@ from spxflow.photometry.result_flags import RESULT_FLAGS
 
 def failure_rows(entries: list[dict], target: dict) -> pd.DataFrame:
     """One row per image whose cutout could not be fetched, with the reason."""
-    bit = RESULT_FLAGS["FETCH_FAILED"][0]
     rows = []
     for e in entries:
+        # a window whose file could not be read says which flag (READ_FAILED, BAD_WCS)
+        bit = RESULT_FLAGS[e.get("flag") or "FETCH_FAILED"][0]
         obsid, det, _ = parse_level2_file_name(e["file_name"])
         rows.append(
             {
@@ -28,7 +29,8 @@ def failure_rows(entries: list[dict], target: dict) -> pd.DataFrame:
                 "result_flags": 1 << bit,
                 "detection_status": "failed",
                 "science_recommended": False,
-                "failure_reason": f"cutout {e['status']}: {e['reason']}",
+                "failure_reason": f"{'window' if e.get('pixels') else 'cutout'} "
+                f"{e['status']}: {e['reason']}",
                 "release": e.get("release", ""),
                 "zodi_subtracted": False,
             }

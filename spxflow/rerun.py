@@ -71,6 +71,8 @@ class CarryOver:
     rows: dict = field(default_factory=dict)
     # file_name -> the earlier QA stamp (data, model, residual, mask, label).
     stamps: dict = field(default_factory=dict)
+    # file_name -> the earlier measurement window (when pixels were read as windows).
+    windows: dict = field(default_factory=dict)
 
 
 def carried_over(
@@ -83,7 +85,7 @@ def carried_over(
 ) -> CarryOver:
     """The set-aside measurements this run would reproduce (same backend, cutout size and
     science settings: the measurement id says so); empty when the source was not marked."""
-    from spxflow.stamps import read_stamps
+    from spxflow.stamps import read_stamp_windows, read_stamps
 
     paths = set_aside_paths(source, results_dir)
     index_path, meas_path = paths["cutout_index"][1], paths["measurements"][1]
@@ -110,7 +112,24 @@ def carried_over(
     }
     stamps_path = paths["stamps"][1]
     stamps = read_stamps(stamps_path) if os.path.exists(stamps_path) else {}
-    return CarryOver(entries, {k: rows[k] for k in entries}, stamps)
+    carried_files = {e["file_name"] for e in entries.values()}
+    windows = {
+        name: w for name, w in read_stamp_windows(stamps_path).items() if name in carried_files
+    }
+    return CarryOver(entries, {k: rows[k] for k in entries}, stamps, windows)
+
+
+def drop_carried(carry: CarryOver, image_ids) -> CarryOver:
+    """``carry`` without the images in ``image_ids`` (their objects changed: measure again)."""
+    drop = set(image_ids)
+    entries = {k: e for k, e in carry.entries.items() if k not in drop}
+    names = {e["file_name"] for e in entries.values()}
+    return CarryOver(
+        entries,
+        {k: r for k, r in carry.rows.items() if k not in drop},
+        {n: st for n, st in carry.stamps.items() if n in names},
+        {n: w for n, w in carry.windows.items() if n in names},
+    )
 
 
 def carried_frame(carry: CarryOver) -> pd.DataFrame | None:

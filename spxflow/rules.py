@@ -25,7 +25,7 @@ from spxflow.archive import make_archive, normalise_discovery
 from spxflow.calibration_files import calibration_index as build_calibration_index
 from spxflow.calibration_files import load_calibration
 from spxflow.columns import empty_measurements
-from spxflow.cutouts import cutout_index, fetch_cutouts, prepare_cutout_dir
+from spxflow.cutouts import cutout_index, fetch_cutouts, prepare_cutout_dir, window_entries
 from spxflow.discovery import deduplicate
 from spxflow.diskbudget import CutoutDiskBudget
 from spxflow.fileio import (
@@ -38,7 +38,7 @@ from spxflow.fileio import (
 from spxflow.manifest import check_manifests, write_manifest
 from spxflow.measurements import assemble, failure_rows
 from spxflow.provenance import measurement_index, provenance, spectrum_table
-from spxflow.rerun import carried_frame, carried_over, discard_set_aside
+from spxflow.rerun import carried_frame, carried_over, discard_set_aside, drop_carried
 from spxflow.settings import ArchiveScience, Runtime, Science
 from spxflow.stamps import load_stamps, make_stamps, write_stamps
 
@@ -120,17 +120,18 @@ def measure(
     data_dir: str = "data",
 ) -> None:
     """Discover, fetch and measure one source: discovery table, cutout index, measurements
-    and QA stamps, written at the end.
+    and QA stamps (with every measurement's window), written at the end.
 
     One job per source instead of three keeps the DAG small (Snakemake costs ~3 ms per job
-    at 10,000 sources) and needs no directory output: the cutouts live in
+    at 10,000 sources) and needs no directory output. Pixels are read as windows into memory
+    (``pixels: window | s3``), or, with ``pixels: cutout``, as cutout files that live in
     ``data/cutouts/{source}/`` only while this job runs, unless ``cleanup: never`` keeps them
     (a later run then reuses the ones still valid for the same request).
     """
-    from spxflow.photometry import measure_cutouts
+    from spxflow.photometry import measure_cutouts, measure_windows
 
     results_dir = str(Path(out.cutout_index).parents[1])
-    archive = make_archive(science.archive, runtime.archive)
+    archive = make_archive(science.archive, runtime.archive, os.path.join(data_dir, "cache"))
     calibration_set = load_calibration(read_json(calibration_index_path), source)
 
     # discover (every release and collection), then keep each exposure once
@@ -145,7 +146,8 @@ def measure(
         len(duplicates),
     )
 
-    # fetch (images measured before, when `spxflow rerun` marked the source, are carried)
+    # fetch (images measured before, when `spxflow rerun` marked the source, are carried
+    # unless the archive replaced the object since: its ETag changed)
     carry = carried_over(
         source,
         target,
@@ -154,6 +156,10 @@ def measure(
         science.photometry_version,
         results_dir,
     )
+    reprocessed = archive.replaced_objects(list(carry.entries.values()))
+    if reprocessed:
+        log.info("source %s: %d image(s) were reprocessed since", source, len(reprocessed))
+        carry = drop_carried(carry, reprocessed)
     to_fetch = [r for r in discovered if str(r["obs_publisher_did"]) not in carry.entries]
     if carry.entries:
         log.info(
@@ -163,23 +169,35 @@ def measure(
             len(carry.entries),
         )
     cutouts = os.path.join(data_dir, "cutouts", source)
-    prepare_cutout_dir(cutouts, target)
-    budget = CutoutDiskBudget.from_runtime(runtime, os.path.join(data_dir, "cutouts"))
-    fetched = fetch_cutouts(archive, to_fetch, source, target, cutouts, budget)
+    fetched, windows = _fetch(archive, science, runtime, source, target, to_fetch, cutouts)
+    for image_id, etag in reprocessed.items():
+        if image_id in fetched:
+            fetched[image_id]["reprocessed_from_etag"] = etag
+    windowed = windows is not None
+    if windowed:
+        windows = {**carry.windows, **windows}
+    nbrs = [tuple(n) for n in neighbours]
     index = cutout_index(
         source, science.archive.backend, target, discovered, carry.entries, fetched, duplicates
     )
-    log.info("source %s: %d of %d cutouts fetched", source, index["n_ok"], index["n_images"])
+    log.info("source %s: %d of %d images read", source, index["n_ok"], index["n_images"])
 
     # measure
     ok = [e for e in index["images"] if e["status"] == "ok" and not e.get("carried")]
     failed = [e for e in index["images"] if e["status"] != "ok"]
-    nbrs = [tuple(n) for n in neighbours]
     measured = None
-    if ok:
-        paths = [os.path.join(cutouts, e["file_name"]) for e in ok]
+    if ok and windowed:
+        measured = measure_windows(
+            [windows[e["file_name"]] for e in ok],
+            nbrs,
+            calibration_set,
+            science.photometry,
+            threads=threads,
+            releases=[e["release"] for e in ok],
+        )
+    elif ok:
         measured = measure_cutouts(
-            paths,
+            [os.path.join(cutouts, e["file_name"]) for e in ok],
             ra,
             dec,
             nbrs,
@@ -197,14 +215,20 @@ def measure(
         science.photometry_version,
     )
     stamps = make_stamps(
-        table, cutouts, target, nbrs, calibration_set, science.photometry, carry.stamps
+        table,
+        windows if windowed else cutouts,
+        target,
+        nbrs,
+        calibration_set,
+        science.photometry,
+        carry.stamps,
     )
 
     # write
     write_parquet_atomic(out.discovery, kept)  # the dropped rows are in the cutout index
     write_json_atomic(out.cutout_index, index)
     write_parquet_atomic(out.measurements, table)
-    write_stamps(out.stamps, stamps)
+    write_stamps(out.stamps, stamps, windows)
     discard_set_aside(source, results_dir)
     log.info(
         "source %s: %d measurements (%d detected, %d recommended, %d failed)",
@@ -214,9 +238,26 @@ def measure(
         int(table["science_recommended"].sum()),
         int((table["detection_status"] == "failed").sum()),
     )
-    if runtime.cleanup == "success-after-source":
+    if not windowed and runtime.cleanup == "success-after-source":
         shutil.rmtree(cutouts, ignore_errors=True)
         log.info("source %s: cutouts deleted (cleanup=success-after-source)", source)
+
+
+def _fetch(archive, science: Science, runtime: Runtime, source, target, rows, cutouts):
+    """(cutout-index entries by image id, windows by file name) of ``rows``; the windows are
+    None when ``pixels: cutout`` fetched cutout files into ``cutouts`` instead."""
+    if runtime.archive.get("pixels", "cutout") == "cutout":
+        prepare_cutout_dir(cutouts, target)
+        budget = CutoutDiskBudget.from_runtime(runtime, os.path.dirname(cutouts))
+        return fetch_cutouts(archive, rows, source, target, cutouts, budget), None
+    read = archive.fetch_windows(
+        rows,
+        target["ra_deg"],
+        target["dec_deg"],
+        science.photometry.fit_half_size_px,
+        target["cutout_size_arcsec"],
+    )
+    return window_entries(read, source), {r.file_name: r.cutout for r in read if r.status == "ok"}
 
 
 # --- source_products -----------------------------------------------------------------------
@@ -322,22 +363,31 @@ def qa_full(
     neighbours: list,
     cutout_dir: str,
     measurements_path: str,
+    stamps_path: str,
     calibration_index_path: str,
     out_pngs: str,
     out_manifest: str,
     threads: int = 1,
 ) -> None:
-    """One QA PNG per measurement from kept cutouts; says so (and re-downloads nothing) when
-    the cutouts were cleaned up. Never touches science outputs or measurement ids."""
+    """One QA PNG per measurement, from the windows kept in the stamps file or from kept
+    cutouts; says so (and re-downloads nothing) when neither is there. Never touches science
+    outputs or measurement ids."""
     from spxflow.plots import render_measurement_qas
+    from spxflow.stamps import read_stamp_windows
 
     df = pd.read_parquet(measurements_path)
     out_dir = Path(out_pngs)
     out_dir.mkdir(parents=True, exist_ok=True)
     measured = df[df["detection_status"] != "failed"]
+    windows = read_stamp_windows(stamps_path)
+
+    def pixels_of(file_name: str):
+        path = os.path.join(cutout_dir, file_name)
+        return windows.get(file_name) or (path if os.path.exists(path) else None)
+
     jobs = [
         {
-            "path": os.path.join(cutout_dir, row.file_name),
+            "path": pixels,
             "row": row._asdict(),
             "out_png": str(out_dir / f"{row.measurement_id}_qa.png"),
             "ra": target["ra_deg"],
@@ -345,15 +395,15 @@ def qa_full(
             "neighbours": [tuple(n) for n in neighbours],
         }
         for row in measured.itertuples(index=False)
-        if os.path.exists(os.path.join(cutout_dir, row.file_name))
+        if (pixels := pixels_of(row.file_name)) is not None
     ]
     problems = []
     if len(jobs) < len(measured):
         problems.append(
-            f"{len(measured) - len(jobs)} of {len(measured)} cutouts of {source} are not on disk "
-            f"(cleanup={runtime.cleanup}), so their full-QA PNGs were not made; nothing was "
-            f"re-downloaded. To make them: snakemake --config cleanup=never qa_level=full "
-            f"--forcerun measure"
+            f"{len(measured) - len(jobs)} of {len(measured)} measurements of {source} have "
+            f"neither a kept window nor a cutout on disk (cleanup={runtime.cleanup}), so their "
+            f"full-QA PNGs were not made; nothing was re-downloaded. To make them: snakemake "
+            f"--config cleanup=never qa_level=full --forcerun measure"
         )
         log.warning(problems[-1])
     written = []

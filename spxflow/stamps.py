@@ -1,7 +1,9 @@
 """QA stamps: data, model, residual and mask of a few representative measurements per source.
 
 They are kept in ``results/qa/{source}/{source}_stamps.npz`` so the QA summary page can be
-drawn from the measurements alone, after the cutouts are gone.
+drawn from the measurements alone, after the cutouts are gone. When the pixels were read as
+windows (no cutout files), the same file keeps every measurement's window
+(``spxflow.windowstore``), from which full QA is rebuilt.
 """
 
 from __future__ import annotations
@@ -31,16 +33,21 @@ def representative(df: pd.DataFrame, n: int = N_QA_STAMPS) -> pd.DataFrame:
     return pd.concat([best, rest]).head(n)
 
 
-def make_stamps(df, cutout_dir, target, neighbours, calibration, settings, earlier=None) -> dict:
-    """``file_name -> stamp`` for the representative rows: rendered from the cutout when it is
-    on disk, else taken from ``earlier`` stamps (rows carried over from a previous run)."""
+def make_stamps(df, pixels, target, neighbours, calibration, settings, earlier=None) -> dict:
+    """``file_name -> stamp`` for the representative rows: rendered from the pixels (a cutout
+    directory, or ``file_name -> window`` in memory) when they are there, else taken from
+    ``earlier`` stamps (rows carried over from a previous run)."""
     from spxflow.photometry import model_images
 
     earlier = earlier or {}
     stamps = {}
     for row in representative(df).itertuples(index=False):
-        path = os.path.join(cutout_dir, row.file_name)
-        if not os.path.exists(path):
+        if isinstance(pixels, dict):
+            path = pixels.get(row.file_name)
+        else:
+            path = os.path.join(pixels, row.file_name)
+            path = path if os.path.exists(path) else None
+        if path is None:
             if row.file_name in earlier:
                 stamps[row.file_name] = earlier[row.file_name]
             continue
@@ -58,8 +65,11 @@ def make_stamps(df, cutout_dir, target, neighbours, calibration, settings, earli
     return stamps
 
 
-def write_stamps(path: str, stamps: dict) -> Written:
-    arrays = {}
+def write_stamps(path: str, stamps: dict, windows: dict | None = None) -> Written:
+    """The QA stamps, and ``windows`` (``file_name -> Cutout``) of every measurement."""
+    from spxflow.windowstore import window_arrays
+
+    arrays = window_arrays(windows) if windows else {}
     for k, (file_name, stamp) in enumerate(stamps.items()):
         for key in _PLANES:
             arrays[f"{k}_{key}"] = stamp[key]
@@ -81,6 +91,13 @@ def read_stamps(path: str) -> dict:
         out[name]["label"] = str(data[f"{k}_label"])
         k += 1
     return out
+
+
+def read_stamp_windows(path: str) -> dict:
+    """``file_name -> window`` kept in a stamps file (empty if it keeps none)."""
+    from spxflow.windowstore import read_windows
+
+    return read_windows(np.load(path)) if os.path.exists(path) else {}
 
 
 def load_stamps(path: str) -> list[dict]:

@@ -1,13 +1,13 @@
 """Accuracy against the simulator's injected truth (validation only).
 
 The SIM* header cards are read here and in the simulator, never by the measurement path:
-``truth_from_cutout`` runs at fetch time and stores the truth beside the cutout index; the
-accuracy rule joins it to the measurements afterwards.
+the truth is taken at fetch time (``truth_from_cutout`` for cutout files, the simulator's own
+for windows) and stored beside the cutout index; the accuracy rule joins it to the
+measurements afterwards.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 
 import numpy as np
@@ -216,17 +216,17 @@ def synthetic_truth_table(path, n_sources: int, seed: int, release: str | None =
     return table
 
 
-Variant = Callable[..., pd.DataFrame]  # (paths, ra, dec, calibration, releases) -> rows
+Variant = Callable[..., pd.DataFrame]  # (windows, ra, dec, calibration, releases) -> rows
 
 
 def settings_variant(settings=None, threads: int = 2) -> Variant:
     """A campaign variant that measures with ``settings`` (default: the schema's)."""
-    from spxflow.photometry import PhotometrySettings, measure_cutouts
+    from spxflow.photometry import PhotometrySettings, measure_windows
 
     settings = settings or PhotometrySettings()
 
-    def measure(paths, ra, dec, calibration, releases):
-        return measure_cutouts(paths, ra, dec, [], calibration, settings, threads, releases)
+    def measure(windows, ra, dec, calibration, releases):
+        return measure_windows(windows, [], calibration, settings, threads, releases)
 
     return measure
 
@@ -238,19 +238,22 @@ def run_campaign(
     size_arcsec: float = 45.0,
     release: str | None = None,
     variants: dict[str, Variant] | None = None,
+    half_size: int | None = None,
 ):
-    """Simulate, fetch and measure cutouts of synthetic stars, each exposure once (duplicates
-    across collections and processings dropped, as the workflow does).
+    """Simulate and measure synthetic stars, each exposure once (duplicates across collections
+    and processings dropped, as the workflow does).
 
-    Each star's cutouts are measured by every variant and then deleted, so the disk holds
-    one star's cutouts at a time (~5 MB each). Returns ``{variant: (truth-joined rows, all
-    rows)}``, or that pair alone when no variants are given (the default settings)."""
+    Each star's windows (``half_size``: default the schema's fit window, as the workflow reads
+    them; no files) are measured by every variant. Returns ``{variant: (truth-joined rows,
+    all rows, truth)}``, or the first two alone when no variants are given (the default
+    settings)."""
     from pathlib import Path
 
     from spxflow.archive.simulated import SimulatedArchive
     from spxflow.discovery import deduplicate, release_of_row
-    from spxflow.photometry import CalibrationSet
+    from spxflow.photometry import CalibrationSet, PhotometrySettings
 
+    half_size = half_size or PhotometrySettings().fit_half_size_px
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     truth_csv = work / "truth.csv"
@@ -263,26 +266,23 @@ def run_campaign(
     for star in stars.itertuples(index=False):
         kept, _ = deduplicate(archive.discover(star.ra, star.dec))
         rows = kept.to_dict(orient="records")
-        out_dir = work / "cutouts" / star.name
-        results = archive.fetch_cutouts(rows, star.ra, star.dec, size_arcsec, out_dir)
-        ok = [(r.path, release_of_row(row)) for r, row in zip(results, rows, strict=True)]
-        ok = [pr for pr, r in zip(ok, results, strict=True) if r.status == "ok"]
-        paths, releases = [p for p, _ in ok], [rel for _, rel in ok]
-        for p in paths:
-            t = truth_from_cutout(p)
+        results = archive.fetch_windows(rows, star.ra, star.dec, half_size, size_arcsec)
+        ok = [(r, release_of_row(row)) for r, row in zip(results, rows, strict=True)]
+        ok = [(r, rel) for r, rel in ok if r.status == "ok"]
+        for r, _ in ok:
             truth_rows.append(
                 {
                     "source": star.name,
-                    "file_name": str(Path(p).name),
-                    "flux_uJy": t["flux_uJy"],
-                    "wavelength_um": t["wavelength_um"],
-                    "truth_source": t["source"],
+                    "file_name": r.file_name,
+                    "flux_uJy": r.truth["flux_uJy"],
+                    "wavelength_um": r.truth["wavelength_um"],
+                    "truth_source": r.truth["source"],
                 }
             )
+        windows, releases = [r.cutout for r, _ in ok], [rel for _, rel in ok]
         for name, measure in todo.items():
-            df = measure(paths, star.ra, star.dec, calibration, releases)
+            df = measure(windows, star.ra, star.dec, calibration, releases)
             parts[name].append(df.assign(source=star.name))
-        shutil.rmtree(out_dir)
     truth = pd.DataFrame(truth_rows)
     out = {}
     for name, frames in parts.items():

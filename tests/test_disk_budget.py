@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from spxflow.diskbudget import (
     CutoutDiskBudget,
@@ -171,6 +172,10 @@ def test_workflow_run_with_a_small_bound_never_exceeds_it(tmp_path, capsys):
     ]
     bound_gb = 1.3 * max(needs) / 1e9
     ws = make_workspace(tmp_path / "ws", demo.reset_index(drop=True))
+    cfg_path = ws / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["archive"].setdefault("simulated", {})["pixels"] = "cutout"  # the bound is for files
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     root = ws / "data" / "cutouts"
     root.mkdir(parents=True)
     with Sampler(root, every_s=0.01) as sampler:

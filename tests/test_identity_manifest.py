@@ -36,7 +36,7 @@ def test_science_settings_ignore_runtime_knobs():
     c = {"archive": {"simulated": {"seed": 1, "gzip": True}}}
     archive = Science.from_config(c).to_params()["archive"]
     assert archive["seed"] == 1 and "gzip" not in archive
-    assert Runtime.from_config(c).archive == {"gzip": True}
+    assert Runtime.from_config(c).archive == {"gzip": True, "pixels": "window"}
     d = {"photometry": {"fit_half_size_px": 5}}
     assert Science.from_config(d).config_hash != Science.from_config({}).config_hash
 

@@ -1,6 +1,6 @@
-"""The demo workflow with ``archive.backend: irsa`` against the loopback emulator (30 % of
-cutout requests failing transiently, one image failing permanently) gives the simulated
-backend's spectra; the per-host limit holds across parallel jobs."""
+"""The demo workflow with ``archive.backend: irsa`` and ``pixels: cutout`` against the
+loopback emulator (30 % of cutout requests failing transiently, one image failing permanently)
+gives the simulated backend's spectra; the per-host limit holds across parallel jobs."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def runs(tmp_path_factory):
     with running_emulator(cfg["archive"], FAULTS) as url:
         cfg["archive"]["backend"] = "irsa"
         cfg["archive"].setdefault("irsa", {}).update(
+            pixels="cutout",  # the IBE cutout path; tests/test_s3_workflow.py covers s3
             base_url_override=url,
             timeout_s=5.0,
             retry_attempts=8,

@@ -51,6 +51,19 @@ class FewImages:
             for r in self.sim.fetch_cutouts(rows, ra, dec, size, dest)
         ]
 
+    def fetch_windows(self, rows, ra, dec, half_size, size):
+        rows = list(rows)
+        self.fetched_rows.append(len(rows))
+        return [
+            dataclasses.replace(r, status="failed", reason="test outage", cutout=None)
+            if r.image_id == self.failing
+            else r
+            for r in self.sim.fetch_windows(rows, ra, dec, half_size, size)
+        ]
+
+    def replaced_objects(self, entries):
+        return {}
+
     def fetch_calibration(self, release, family, detector, path):
         return self.sim.fetch_calibration(release, family, detector, path)
 
@@ -68,7 +81,7 @@ def work(tmp_path_factory):
     ids = archive.discover(TARGET["ra_deg"], TARGET["dec_deg"])["obs_publisher_did"]
     archive.failing = str(ids.iloc[-1])
     mp = pytest.MonkeyPatch()
-    mp.setattr(rules, "make_archive", lambda science, runtime: archive)
+    mp.setattr(rules, "make_archive", lambda science, runtime, cache_dir=None: archive)
     yield root, archive
     mp.undo()
     os.chdir(old)
@@ -211,32 +224,36 @@ def test_source_products_copy_checksums_and_read_back_nothing(work, monkeypatch)
     assert index["rows_sha256"] == sha256_file(PRODUCTS.spectrum)
 
 
-def test_qa_full_with_and_without_kept_cutouts(work):
-    runtime = dataclasses.replace(RUNTIME, cleanup="never")
-    rules.measure(SCIENCE, runtime, SOURCE, TARGET, [], CAL_INDEX, OUT)
+def test_qa_full_from_windows_from_kept_cutouts_or_neither(work):
     manifest = f"results/qa/{SOURCE}/{SOURCE}_qa_manifest.json"
     pngs = f"results/qa/{SOURCE}/measurements"
     cutouts = f"data/cutouts/{SOURCE}"
-    rules.qa_full(
-        SCIENCE, runtime, SOURCE, TARGET, [], cutouts, OUT.measurements, CAL_INDEX, pngs, manifest
-    )
-    m = read_json(manifest)
+
+    def qa(runtime, cutout_dir=cutouts):
+        rules.qa_full(
+            SCIENCE, runtime, SOURCE, TARGET, [], cutout_dir, OUT.measurements, OUT.stamps,
+            CAL_INDEX, pngs, manifest,
+        )  # fmt: skip
+        return read_json(manifest)
+
+    # windows (the default): no cutout files, full QA from the windows in the stamps file
+    rules.measure(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    assert not os.path.exists(cutouts)
+    m = qa(RUNTIME)
     assert len(m["files"]) == N_IMAGES and not m["problems"]
     assert verify_manifest(manifest) == []
-    rules.qa_full(
-        SCIENCE,
-        RUNTIME,
-        SOURCE,
-        TARGET,
-        [],
-        "data/nowhere",
-        OUT.measurements,
-        CAL_INDEX,
-        pngs,
-        manifest,
+    # cutout files kept by cleanup=never
+    kept = dataclasses.replace(
+        RUNTIME, cleanup="never", archive={**RUNTIME.archive, "pixels": "cutout"}
     )
-    problem = read_json(manifest)["problems"][0]
-    assert "not on disk" in problem and "--forcerun measure" in problem
+    rules.measure(SCIENCE, kept, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    assert len([f for f in os.listdir(cutouts) if f.endswith(".fits")]) == N_IMAGES
+    m = qa(kept)
+    assert len(m["files"]) == N_IMAGES and not m["problems"]
+    # cutouts deleted after the source and no windows kept: says so, re-downloads nothing
+    m = qa(RUNTIME, "data/nowhere")
+    problem = m["problems"][0]
+    assert "neither a kept window nor a cutout" in problem and "--forcerun measure" in problem
 
 
 def test_summary_accuracy_and_check(work):
@@ -275,7 +292,7 @@ class Duplicated(FewImages):
 def test_measure_keeps_each_exposure_once_and_lists_the_dropped_rows(work, monkeypatch):
     archive = Duplicated()
     archive.failing = None
-    monkeypatch.setattr(rules, "make_archive", lambda science, runtime: archive)
+    monkeypatch.setattr(rules, "make_archive", lambda science, runtime, cache_dir=None: archive)
     target = {"name": "AGN", "ra_deg": 35.5, "dec_deg": 48.1, "cutout_size_arcsec": 45.0}
     out = rules.MeasureOutputs(*(p.replace(SOURCE, "AGN") for p in dataclasses.astuple(OUT)))
     rules.measure(SCIENCE, RUNTIME, "AGN", target, [], CAL_INDEX, out)

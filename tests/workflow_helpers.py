@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +97,33 @@ def result_files(ws: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.name.startswith(".")
     }
+
+
+def assert_same_rows(b: pd.DataFrame, a: pd.DataFrame, skip=()) -> None:
+    """Two measurement tables agree row by row (by image_id): numbers to 1e-9, the rest
+    exactly; columns in ``skip`` are not compared."""
+    a = a.set_index("image_id").sort_index()
+    b = b.set_index("image_id").sort_index()
+    assert list(a.index) == list(b.index)
+    for col in a.columns:
+        if col in skip:
+            continue
+        if pd.api.types.is_numeric_dtype(a[col]) and not pd.api.types.is_bool_dtype(a[col]):
+            np.testing.assert_allclose(
+                b[col].to_numpy(float), a[col].to_numpy(float), rtol=1e-9, atol=1e-12,
+                equal_nan=True, err_msg=col,
+            )  # fmt: skip
+        else:
+            assert b[col].tolist() == a[col].tolist(), col
+
+
+def measure_outputs(results_dir: str, source: str = "AGN"):
+    """``rules.MeasureOutputs`` of ``source`` under ``results_dir`` (the workflow's paths)."""
+    from spxflow.rules import MeasureOutputs
+
+    return MeasureOutputs(
+        discovery=f"{results_dir}/discovery/{source}.parquet",
+        cutout_index=f"{results_dir}/cutouts/{source}.json",
+        measurements=f"{results_dir}/measurements/{source}.parquet",
+        stamps=f"{results_dir}/qa/{source}/{source}_stamps.npz",
+    )

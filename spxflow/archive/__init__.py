@@ -8,6 +8,7 @@ from spxflow.archive.base import (
     CalibrationFile,
     CutoutResult,
     NoOverlapError,
+    WindowResult,
     normalise_discovery,
 )
 
@@ -17,14 +18,16 @@ __all__ = [
     "CalibrationFile",
     "CutoutResult",
     "NoOverlapError",
+    "WindowResult",
     "make_archive",
     "normalise_discovery",
 ]
 
 
-def make_archive(science, runtime: dict) -> Archive:
+def make_archive(science, runtime: dict, cache_dir: str | None = None) -> Archive:
     """The backend named by ``science.backend``, built from its science options
-    (``spxflow.settings.ArchiveScience``) and its runtime knobs (``Runtime.archive``)."""
+    (``spxflow.settings.ArchiveScience``) and its runtime knobs (``Runtime.archive``);
+    ``cache_dir`` holds what a backend caches across jobs (IRSA: S3 file layouts)."""
     options = {**science.options, **runtime}
     if science.backend == "simulated":
         from spxflow.archive.simulated import SimulatedArchive
@@ -33,5 +36,5 @@ def make_archive(science, runtime: dict) -> Archive:
     if science.backend == "irsa":
         from spxflow.archive.irsa import IrsaArchive
 
-        return IrsaArchive.from_config(options)
+        return IrsaArchive.from_config(options, cache_dir=cache_dir)
     raise ArchiveError(f"config key archive.backend: unknown backend {science.backend!r}")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,6 +32,31 @@ class CutoutResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class WindowResult:
+    """Outcome of reading one measurement window (no file); its entry (``to_dict``, without
+    the pixels) is recorded per image in ``results/cutouts/{source}.json``."""
+
+    image_id: str
+    file_name: str
+    status: str  # "ok", "failed" or "no_overlap"
+    reason: str = ""
+    flag: str = "FETCH_FAILED"  # result flag of a failure row (READ_FAILED: a bad file)
+    key: str = ""  # object key of the whole file (S3); "" for the simulator
+    etag: str = ""  # of the object read (S3); "" for the simulator
+    size_bytes: int = 0  # bytes transferred for this window
+    requests: int = 0
+    attempts: int = 0
+    replaced: bool = False  # the object changed (new ETag) while it was read, and was re-read
+    cutout: Any = field(default=None, repr=False)  # photometry Cutout of the window (ok)
+    truth: dict | None = None  # injected truth (simulator only), never read by the fit
+
+    def to_dict(self) -> dict:
+        # not asdict: it would deep-copy the pixels
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cutout"}
+        return {**out, "path": None, "sha256": "", "pixels": "window"}
 
 
 @dataclass
@@ -90,6 +116,19 @@ class Archive(abc.ABC):
     ) -> list[CutoutResult]:
         """All cutouts of one source; backends may fetch concurrently (same order as rows)."""
         return [self.fetch_cutout(row, ra, dec, size_arcsec, dest_dir) for row in rows]
+
+    def fetch_windows(
+        self, rows: Iterable[Mapping], ra: float, dec: float, half_size: int, size_arcsec: float
+    ) -> list[WindowResult]:
+        """The fit window of (ra, dec) in every image of ``rows`` (``photometry.window``: the
+        target's pixel ± ``half_size`` within the ``size_arcsec`` cutout), read into memory;
+        never raising for a per-image failure. Same order as rows."""
+        raise ArchiveError(f"the {self.name} backend serves no windows; use pixels: cutout")
+
+    def replaced_objects(self, entries: list[dict]) -> dict[str, str]:
+        """``image_id -> recorded ETag`` of the index entries whose object the archive has
+        replaced since (reprocessing); backends without ETags replace nothing."""
+        return {}
 
     @abc.abstractmethod
     def fetch_calibration(

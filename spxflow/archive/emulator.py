@@ -36,6 +36,10 @@ Decisions are hashes of (seed, rule, URL, request number): reproducible whatever
 order.
 
 CLI: ``python -m spxflow.archive.emulator --port N [--config config/config.yaml] [--faults JSON]``
+
+The generic parts (``LoopbackServer``, ``LoopbackHandler``, ``check_faults``, ``LockedStats``,
+``archive_from``, ``serve_in_thread``/``stop_server``, the client helpers and ``serve_cli``) are
+shared with ``spxflow.archive.s3emulator``.
 """
 
 from __future__ import annotations
@@ -78,40 +82,61 @@ _CAL_RE = re.compile(
 _SIZE_UNITS = {"": 3600.0, "d": 3600.0, "deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0}
 
 
-def _check_faults(cfg: Mapping | None) -> dict:
+_RULE_KEYS = {"kind", "match", "fault", "rate", "permanent", "max_per_url", "retry_after", "slow_s"}
+
+
+def check_faults(
+    what: str,
+    cfg: Mapping | None,
+    keys: set[str],
+    rule_keys: set[str],
+    faults: tuple[str, ...],
+    complete,
+) -> tuple[dict, list[dict]]:
+    """A fault configuration checked: ``(cfg, rules)``, ``cfg`` (a dict) refused if it has a key
+    outside ``keys``, each rule by ``_check_rule``. ``what`` names the emulator in the errors."""
     cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - {"seed", "rules", "sia_max_rows"})
+    unknown = sorted(set(cfg) - keys)
     if unknown:
-        raise ValueError(f"emulator faults: unknown key(s) {unknown}")
-    rules = []
-    for i, r in enumerate(cfg.get("rules", []) or []):
-        r = dict(r)
-        bad = sorted(
-            set(r)
-            - {
-                "kind",
-                "match",
-                "fault",
-                "rate",
-                "permanent",
-                "max_per_url",
-                "retry_after",
-                "slow_s",
-            }
-        )
-        if bad:
-            raise ValueError(f"emulator fault rule {i}: unknown key(s) {bad}")
-        if str(r.get("fault")) not in FAULTS:
-            raise ValueError(f"emulator fault rule {i}: fault must be one of {FAULTS}")
-        r["fault"] = str(r["fault"])
-        kind = r.get("kind", "*")
-        if kind not in (*KINDS, "*"):
-            raise ValueError(f"emulator fault rule {i}: kind must be one of {KINDS} or '*'")
-        r["kind"] = kind
-        r["rate"] = float(r.get("rate", 1.0))
-        if r.get("match"):
-            re.compile(r["match"])
-        rules.append(r)
+        raise ValueError(f"{what} faults: unknown key(s) {unknown}")
+    rules = [
+        _check_rule(what, i, r, rule_keys, faults, complete)
+        for i, r in enumerate(cfg.get("rules", []) or [])
+    ]
+    return cfg, rules
+
+
+def _check_rule(
+    what: str, i: int, rule: Mapping, keys: set[str], faults: tuple[str, ...], complete
+) -> dict:
+    """Fault rule ``i`` checked: only ``keys``, ``fault`` one of ``faults`` (as a string), then
+    ``complete(i, r)`` (the emulator's own checks and defaults, in place), then ``match``
+    compiled."""
+    r = dict(rule)
+    bad = sorted(set(r) - keys)
+    if bad:
+        raise ValueError(f"{what} fault rule {i}: unknown key(s) {bad}")
+    r["fault"] = str(r.get("fault"))
+    if r["fault"] not in faults:
+        raise ValueError(f"{what} fault rule {i}: fault must be one of {faults}")
+    complete(i, r)
+    if r.get("match"):
+        re.compile(r["match"])
+    return r
+
+
+def _complete_rule(i: int, r: dict) -> None:
+    kind = r.get("kind", "*")
+    if kind not in (*KINDS, "*"):
+        raise ValueError(f"emulator fault rule {i}: kind must be one of {KINDS} or '*'")
+    r["kind"] = kind
+    r["rate"] = float(r.get("rate", 1.0))
+
+
+def _check_faults(cfg: Mapping | None) -> dict:
+    cfg, rules = check_faults(
+        "emulator", cfg, {"seed", "rules", "sia_max_rows"}, _RULE_KEYS, FAULTS, _complete_rule
+    )
     max_rows = cfg.get("sia_max_rows")
     return {
         "seed": int(cfg.get("seed", 0)),
@@ -120,11 +145,22 @@ def _check_faults(cfg: Mapping | None) -> dict:
     }
 
 
-class _Stats:
+class LockedStats:
+    """Request statistics behind one lock; ``reset`` (called unlocked) sets the counters."""
+
     def __init__(self):
         self.lock = threading.Lock()
         self.reset()
 
+    def reset(self):
+        raise NotImplementedError
+
+    def locked_reset(self) -> None:
+        with self.lock:
+            self.reset()
+
+
+class _Stats(LockedStats):
     def reset(self):
         self.requests = Counter()
         self.status = defaultdict(Counter)
@@ -146,18 +182,15 @@ class _Stats:
             }
 
 
-class EmulatorServer(ThreadingHTTPServer):
-    """The emulator's HTTP server; ``archive`` answers, ``faults`` decides what goes wrong."""
+class LoopbackServer(ThreadingHTTPServer):
+    """A threading HTTP server (daemon threads) whose handlers can end a connection with a
+    reset (``LoopbackHandler._reset``); ``base_url`` is its ``http://host:port``."""
 
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 64
 
-    def __init__(self, address, archive: SimulatedArchive, faults: Mapping | None = None):
-        super().__init__(address, _Handler)
-        self.archive = archive
-        self.faults = _check_faults(faults)
-        self.stats = _Stats()
+    def __init__(self, address, handler):
+        super().__init__(address, handler)
         self._reset_requests: set[int] = set()
         self._reset_lock = threading.Lock()
 
@@ -175,6 +208,18 @@ class EmulatorServer(ThreadingHTTPServer):
                 request.close()
             return
         super().shutdown_request(request)
+
+
+class EmulatorServer(LoopbackServer):
+    """The emulator's HTTP server; ``archive`` answers, ``faults`` decides what goes wrong."""
+
+    request_queue_size = 64
+
+    def __init__(self, address, archive: SimulatedArchive, faults: Mapping | None = None):
+        super().__init__(address, _Handler)
+        self.archive = archive
+        self.faults = _check_faults(faults)
+        self.stats = _Stats()
 
     def decide(self, kind: str, key: str, n: int) -> dict | None:
         """The fault rule that fires for the ``n``-th request of ``key`` (or None)."""
@@ -199,13 +244,48 @@ class EmulatorServer(ThreadingHTTPServer):
         return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: EmulatorServer
-    protocol_version = "HTTP/1.0"
-    server_version = "spxflow-irsa-emulator/1"
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """Quiet request handler with the low-level helpers of both emulators."""
+
+    server: LoopbackServer
+    wait_poll_s = 0.005  # how often ``_wait`` looks whether the client went away
 
     def log_message(self, format, *args):  # noqa: A002 - quiet by default
         pass
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _reset(self) -> None:
+        """End the connection with a reset (RST) instead of an answer."""
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with self.server._reset_lock:
+            self.server._reset_requests.add(id(self.connection))
+        self.close_connection = True
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless the client disconnects first (then return False)."""
+        deadline = time.monotonic() + seconds
+        sock = self.connection
+        poll = self.wait_poll_s
+        while (left := deadline - time.monotonic()) > 0:
+            r, _, _ = select.select([sock], [], [], min(left, poll))
+            if r:
+                try:
+                    if sock.recv(1, socket.MSG_PEEK) == b"":
+                        return False
+                except OSError:
+                    return False
+                time.sleep(min(left, poll))  # a pipelined request is waiting: keep sleeping
+        return True
+
+
+class _Handler(LoopbackHandler):
+    server: EmulatorServer
+    protocol_version = "HTTP/1.0"
+    server_version = "spxflow-irsa-emulator/1"
 
     # -------------------------------------------------------------- dispatch
     def do_GET(self):
@@ -221,8 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self._body()
         if split.path == "/__faults":
             try:
                 self.server.faults = _check_faults(json.loads(body or b"{}"))
@@ -232,8 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(400, f"{exc}\n".encode(), "text/plain")
             return self._json(self.server.faults)
         if split.path == "/__reset":
-            with self.server.stats.lock:
-                self.server.stats.reset()
+            self.server.stats.locked_reset()
             return self._json({"reset": True})
         if split.path.rstrip("/") == "/SIA":  # SIA2 also accepts POSTed parameters
             return self._counted("sia", urlsplit(f"/SIA?{body.decode('utf-8', 'replace')}"))
@@ -298,7 +376,8 @@ class _Handler(BaseHTTPRequestHandler):
             msg = b"Too Many Requests\n" if code == 429 else b"Service Unavailable\n"
             return self._send(code, msg, "text/plain", headers)
         if fault == "reset":
-            return self._reset()
+            self._reset()
+            return -4
         if fault == "error_votable":
             return self._send(
                 200, error_votable_bytes("UsageFault: BAD_REQUEST: injected error"), "text/xml"
@@ -425,28 +504,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, obj) -> None:
         self._send(200, json.dumps(obj, sort_keys=True).encode(), "application/json")
 
-    def _reset(self) -> int:
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        with self.server._reset_lock:
-            self.server._reset_requests.add(id(self.connection))
-        self.close_connection = True
-        return -4
-
-    def _wait(self, seconds: float) -> bool:
-        """Sleep ``seconds`` unless the client disconnects first (then return False)."""
-        deadline = time.monotonic() + seconds
-        sock = self.connection
-        while (left := deadline - time.monotonic()) > 0:
-            r, _, _ = select.select([sock], [], [], min(left, 0.005))
-            if r:
-                try:
-                    if sock.recv(1, socket.MSG_PEEK) == b"":
-                        return False
-                except OSError:
-                    return False
-        return True
-
 
 def _params(query: str) -> dict[str, list[str]]:
     """Query parameters; SIA2 names are case-insensitive (stored upper-case), cutout ones
@@ -460,7 +517,8 @@ def _params(query: str) -> dict[str, list[str]]:
 _SIA_PARAMS = {"POS", "COLLECTION", "TIME", "MAXREC", "RESPONSEFORMAT", "BAND", "ID"}
 
 
-def _archive_from(archive_cfg) -> SimulatedArchive:
+def archive_from(archive_cfg) -> SimulatedArchive:
+    """The ``SimulatedArchive`` itself, or one from an ``archive`` mapping or workflow config."""
     if isinstance(archive_cfg, SimulatedArchive):
         return archive_cfg
     cfg = dict(archive_cfg or {})
@@ -473,12 +531,23 @@ def start_emulator(
     archive_cfg=None, faults: Mapping | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[EmulatorServer, threading.Thread]:
     """Start the emulator in a daemon thread; ``port=0`` picks a free port."""
-    server = EmulatorServer((host, port), _archive_from(archive_cfg), faults)
+    server = EmulatorServer((host, port), archive_from(archive_cfg), faults)
+    return server, serve_in_thread(server)
+
+
+def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
+    """Run ``server.serve_forever`` in a started daemon thread."""
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
     thread.start()
-    return server, thread
+    return thread
+
+
+def stop_server(server: ThreadingHTTPServer, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
 
 
 @contextlib.contextmanager
@@ -494,9 +563,7 @@ def running_emulator(
     try:
         yield server.base_url
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        stop_server(server, thread)
 
 
 # -------------------------------------------------------------------- client helpers
@@ -507,7 +574,8 @@ def get_stats(base_url: str) -> dict:
         return json.loads(resp.read())
 
 
-def _post(base_url: str, path: str, obj) -> dict:
+def post_json(base_url: str, path: str, obj) -> dict:
+    """POST ``obj`` as JSON to ``base_url + path``; the JSON answer."""
     import urllib.request
 
     req = urllib.request.Request(
@@ -521,19 +589,21 @@ def _post(base_url: str, path: str, obj) -> dict:
 
 
 def set_faults(base_url: str, faults: Mapping | None) -> dict:
-    return _post(base_url, "/__faults", dict(faults or {}))
+    return post_json(base_url, "/__faults", dict(faults or {}))
 
 
 def reset_stats(base_url: str) -> dict:
-    return _post(base_url, "/__reset", {})
+    return post_json(base_url, "/__reset", {})
 
 
 # -------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m spxflow.archive.emulator", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+def serve_cli(argv, module: str, doc: str, default_port: int, start, banner: str) -> int:
+    """The CLI of the emulator ``module`` (described by the first line of ``doc``): parse
+    ``--port/--host/--config/--faults``, start the server with ``start(cfg, faults, host=,
+    port=) -> (server, thread)``, print ``banner`` (``{url}``: its base URL) and serve until
+    interrupted. Returns the exit code."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    p.add_argument("--port", type=int, default=default_port, help="0 picks a free port")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--config", help="workflow config YAML (its archive.simulated is served)")
     p.add_argument("--faults", help="fault configuration: JSON text or a JSON file path")
@@ -550,15 +620,11 @@ def main(argv: list[str] | None = None) -> int:
             text = Path(text).read_text()
         faults = json.loads(text)
     try:
-        server, thread = start_emulator(cfg, faults, host=args.host, port=args.port)
+        server, thread = start(cfg, faults, host=args.host, port=args.port)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"IRSA emulator on {server.base_url} (set archive.irsa.base_url_override to it)",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(banner.format(url=server.base_url), file=sys.stderr, flush=True)
     try:
         while thread.is_alive():
             thread.join(0.5)
@@ -566,6 +632,11 @@ def main(argv: list[str] | None = None) -> int:
         server.shutdown()
     server.server_close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    banner = "IRSA emulator on {url} (set archive.irsa.base_url_override to it)"
+    return serve_cli(argv, "spxflow.archive.emulator", __doc__, 8765, start_emulator, banner)
 
 
 if __name__ == "__main__":

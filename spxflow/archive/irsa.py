@@ -80,6 +80,11 @@ class IrsaArchive(Archive):
         backoff_max_s: float = CONFIG_DEFAULTS["backoff_max_s"],
         maxrec: int = CONFIG_DEFAULTS["maxrec"],
         lock_dir: str | os.PathLike | None = CONFIG_DEFAULTS["lock_dir"],
+        pixels: str = CONFIG_DEFAULTS["pixels"],
+        s3_url: str = CONFIG_DEFAULTS["s3_url"],
+        s3_max_concurrency: int = CONFIG_DEFAULTS["s3_max_concurrency"],
+        s3_timeout_s: float = CONFIG_DEFAULTS["s3_timeout_s"],
+        cache_dir: str | os.PathLike | None = None,
     ):
         if int(max_concurrent_per_host) < 1:
             raise ValueError("config archive.irsa.max_concurrent_per_host must be >= 1")
@@ -94,7 +99,22 @@ class IrsaArchive(Archive):
         self.releases = tuple(
             r for r in RELEASES if r in {release_of_collection(c) for c in self.collections}
         )
-        self.ibe_data_url = rewrite_url(check_ibe_data_url(ibe_data_url), self.base_url_override)
+        if pixels not in ("s3", "cutout"):
+            raise ValueError(f"config archive.irsa.pixels must be s3 or cutout, got {pixels!r}")
+        self.pixels = pixels
+        # Discovery rows carry real IBE URLs; only those under this root are read from S3.
+        self.ibe_root = check_ibe_data_url(ibe_data_url)
+        self.s3_options = {
+            "s3_url": s3_url,
+            "max_concurrency": int(s3_max_concurrency),
+            "timeout_s": float(s3_timeout_s),
+            "attempts": int(retry_attempts),
+            "backoff_s": float(backoff_base_s),
+            "backoff_max_s": float(backoff_max_s),
+            "cache_dir": None if cache_dir is None else str(cache_dir),
+        }
+        self._s3 = None
+        self.ibe_data_url = rewrite_url(self.ibe_root, self.base_url_override)
         self.timeout_s = float(timeout_s)
         self.max_concurrent = int(max_concurrent_per_host)
         self.policy = RetryPolicy(int(retry_attempts), float(backoff_base_s), float(backoff_max_s))
@@ -110,7 +130,7 @@ class IrsaArchive(Archive):
         )
 
     @classmethod
-    def from_config(cls, cfg: Mapping | None) -> IrsaArchive:
+    def from_config(cls, cfg: Mapping | None, cache_dir: str | None = None) -> IrsaArchive:
         """Build from the ``archive.irsa`` config mapping (unknown keys are an error)."""
         cfg = dict(cfg or {})
         unknown = sorted(set(cfg) - set(CONFIG_DEFAULTS))
@@ -118,7 +138,7 @@ class IrsaArchive(Archive):
             raise ValueError(
                 f"config archive.irsa: unknown key(s) {unknown}; known: {sorted(CONFIG_DEFAULTS)}"
             )
-        return cls(**{**CONFIG_DEFAULTS, **cfg})
+        return cls(**{**CONFIG_DEFAULTS, **cfg}, cache_dir=cache_dir)
 
     # ------------------------------------------------------------------ discovery
     def discover(self, ra: float, dec: float, radius_arcsec: float = 0.0) -> pd.DataFrame:
@@ -133,6 +153,27 @@ class IrsaArchive(Archive):
         with ThreadPoolExecutor(max_workers=width) as pool:
             tables = list(pool.map(lambda p: self.discover(p[1], p[2], radius_arcsec), positions))
         return {str(p[0]): t for p, t in zip(positions, tables, strict=True)}
+
+    # ------------------------------------------------------------------ windows (S3)
+    @property
+    def s3(self):
+        """The S3 range reader, made on first use (a job that reads no pixels opens none)."""
+        if self._s3 is None:
+            from spxflow.archive.s3pixels import S3Pixels
+
+            opts = dict(self.s3_options)
+            self._s3 = S3Pixels(opts.pop("s3_url"), self.ibe_root, **opts)
+        return self._s3
+
+    def fetch_windows(
+        self, rows: Iterable[Mapping], ra: float, dec: float, half_size: int, size_arcsec: float
+    ):
+        return self.s3.fetch_windows(rows, float(ra), float(dec), half_size, size_arcsec)
+
+    def replaced_objects(self, entries: list[dict]) -> dict[str, str]:
+        if not any(e.get("etag") for e in entries):
+            return {}
+        return self.s3.replaced_objects(entries)
 
     # ------------------------------------------------------------------ cutouts
     def cutout_request(self, row: Mapping, ra: float, dec: float, size_arcsec: float):

@@ -24,7 +24,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from spxflow.archive.base import (
     CalibrationFile,
     CutoutResult,
     NoOverlapError,
+    WindowResult,
     normalise_discovery,
 )
 from spxflow.archive.validate import cutout_problem, maybe_gunzip
@@ -48,7 +49,7 @@ from spxflow.format import (
     calibration_file_name,
     calibration_id,
 )
-from spxflow.sim import calproducts, discovery, render, sky, spectral_model, survey
+from spxflow.sim import calproducts, discovery, render, sky, spectral_model, survey, wholefile
 from spxflow.sim.sed import band_average, monochromatic
 
 DEFAULT_TRUTH_TABLE = Path(__file__).resolve().parents[2] / "resources" / "sim_sky_truth.csv"
@@ -92,7 +93,12 @@ class SimulatedArchive(Archive):
         gzip: bool = CONFIG_DEFAULTS["gzip"],
         field_stars: bool = CONFIG_DEFAULTS["field_stars"],
         truth_table: str | os.PathLike | None = CONFIG_DEFAULTS["truth_table"],
+        pixels: str = CONFIG_DEFAULTS["pixels"],
     ):
+        if pixels not in ("window", "cutout"):
+            raise ValueError(f"simulated archive: pixels must be window or cutout, got {pixels!r}")
+        self.pixels = pixels  # what the measure job asks for: fetch_windows or fetch_cutouts
+        self._whole_files = wholefile.ObjectCache()  # S3 objects served by whole_file()
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ValueError(f"simulated archive: seed must be an integer, got {seed!r}")
         if (
@@ -254,6 +260,31 @@ class SimulatedArchive(Archive):
         result.sha256 = sha256_file(final)
         return result
 
+    def fetch_windows(
+        self, rows: Iterable[Mapping], ra: float, dec: float, half_size: int, size_arcsec: float
+    ) -> list[WindowResult]:
+        from spxflow.photometry.cutout import CutoutError
+        from spxflow.sim.windows import render_window
+
+        out = []
+        for row in rows:
+            image_id = str(row.get("obs_publisher_did", "") or row.get("access_url", ""))
+            result = WindowResult(image_id=image_id, file_name="", status="failed", attempts=1)
+            try:
+                info = self.image_info(str(row.get("access_url", "") or image_id))
+                result.file_name = info.file_name
+                result.cutout, result.truth = render_window(
+                    info, self.cfg, _check_ra(ra), _check_dec(dec), half_size, size_arcsec
+                )
+                result.status = "ok"
+            except CutoutError as exc:
+                result.status = "no_overlap" if exc.flag == "OFF_CUTOUT" else "failed"
+                result.reason, result.flag = str(exc), exc.flag
+            except (ArchiveError, ValueError) as exc:
+                result.reason = f"{type(exc).__name__}: {exc}"
+            out.append(result)
+        return out
+
     # ------------------------------------------------------------------ calibration
     def calibration_bytes(self, release: str, family: str, detector: int) -> bytes:
         """Bytes of calibration product ``family`` of ``release`` for ``detector``: any family
@@ -262,6 +293,14 @@ class SimulatedArchive(Archive):
             return calproducts.calibration_bytes(release, family, detector)
         except ValueError as exc:
             raise ArchiveError(str(exc)) from None
+
+    def whole_file(self, key: str):
+        """The object at S3 key ``key`` (the IBE path after ``/ibe/data/spherex/``, see
+        ``wholefile.s3_key_of``): a lazily rendered ``wholefile.WholeFile`` for a Level-2 file,
+        a ``wholefile.BytesFile`` for a calibration product
+        (``<release>/<family>/<token>/<det>/<file>``). Cached per key (LRU); ArchiveError for a
+        key this archive does not serve."""
+        return self._whole_files.get(self, str(key))
 
     def fetch_calibration(
         self, release: str, family: str, detector: int, dest: Path

@@ -5,7 +5,7 @@
 """
 
 from spxflow.photometry.calibration import CalibrationSet
-from spxflow.photometry.measure import measure_cutouts, model_images
+from spxflow.photometry.measure import measure_cutouts, measure_windows, model_images
 from spxflow.photometry.result_flags import RESULT_FLAGS, describe
 from spxflow.photometry.settings import PhotometrySettings
 
@@ -19,5 +19,6 @@ __all__ = [
     "PhotometrySettings",
     "describe",
     "measure_cutouts",
+    "measure_windows",
     "model_images",
 ]

@@ -65,6 +65,9 @@ class Cutout:
     layout: str = "qr2"  # "qr2" | "r7"
     version: str = ""  # primary VERSION ("" if absent)
     psf_model: str = "cube"  # "cube" (PSF plane) | "epsf" (EPSF row)
+    # Parent corner of the cutout the user asked for, when the planes are a window of it
+    # (x_cutout/y_cutout columns are relative to it); None: the planes are that cutout.
+    cutout_origin: tuple[float, float] | None = None
 
     @property
     def x_parent(self) -> float:
@@ -147,16 +150,33 @@ def _read(buf, path: str, ra: float, dec: float) -> Cutout:
         raise CutoutError("READ_FAILED", f"{name}: missing HDU(s) {missing}; has {list(hdus)}")
     version = str(scanned[0].header.get("VERSION", "") or "").strip()
     layout = _layout(hdus, version, name)
-    ih = hdus["IMAGE"].header
-    image = read_array(buf, hdus["IMAGE"]).astype(np.float64)
-    flags = read_array(buf, hdus["FLAGS"]).astype(np.int32)  # int32 or RICE_1 (ZIMAGE)
-    variance = read_array(buf, hdus["VARIANCE"]).astype(np.float64)
-    if image.ndim != 2 or flags.shape != image.shape or variance.shape != image.shape:
-        raise CutoutError(
-            "READ_FAILED",
-            f"{name}: IMAGE {image.shape}, FLAGS {flags.shape} and VARIANCE "
-            f"{variance.shape} do not agree",
-        )
+    image = read_array(buf, hdus["IMAGE"])
+    flags = read_array(buf, hdus["FLAGS"])  # int32 or RICE_1 (ZIMAGE)
+    variance = read_array(buf, hdus["VARIANCE"])
+
+    def psf_for(x_parent: float, y_parent: float) -> tuple[int, np.ndarray]:
+        if layout == "qr2":
+            plane = psf_plane(x_parent, y_parent)
+            return plane, read_plane(buf, hdus["PSF"], plane)
+        return epsf_for(buf, hdus["EPSF"], x_parent, y_parent)
+
+    wave = None
+    if "WCS-WAVE" in hdus:
+        wave = wcs_wave_of(read_table_row(buf, hdus["WCS-WAVE"]))
+    return assemble(
+        path, version, layout, hdus["IMAGE"].header, hdus["FLAGS"].header,
+        image, flags, variance, psf_for, wave, ra, dec,
+    )  # fmt: skip
+
+
+def wcs_wave_of(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, Y, VALUES[y, x, 2]) of the one-row WCS-WAVE table."""
+    x_tab, y_tab = row["X"].astype(float), row["Y"].astype(float)
+    return x_tab, y_tab, row["VALUES"].astype(float).reshape(len(y_tab), len(x_tab), 2)
+
+
+def target_pixel(ih, ra: float, dec: float, name: str) -> tuple[TanSip, float, float]:
+    """The header's WCS and the target's 0-based pixel in that header's frame."""
     try:
         wcs = TanSip.from_header(ih)
         x, y = wcs.world_to_pixel(ra, dec)
@@ -165,6 +185,26 @@ def _read(buf, path: str, ra: float, dec: float) -> Cutout:
         raise CutoutError("BAD_WCS", f"{name}: {exc}") from exc
     if not (np.isfinite(x) and np.isfinite(y)):
         raise CutoutError("BAD_WCS", f"{name}: target maps to a non-finite pixel")
+    return wcs, x, y
+
+
+def assemble(
+    path, version, layout, ih, fh, image, flags, variance, psf_for, wave, ra, dec
+) -> Cutout:
+    """A Cutout from the IMAGE/FLAGS headers and planes of one pixel frame (a cutout file, or a
+    window of a whole file seen through ``window.WindowHeader``). ``psf_for(x_parent,
+    y_parent) -> (index, psf)`` reads the PSF plane or EPSF row the target needs."""
+    name = os.path.basename(path)
+    image = np.asarray(image).astype(np.float64)
+    flags = np.asarray(flags).astype(np.int32)
+    variance = np.asarray(variance).astype(np.float64)
+    if image.ndim != 2 or flags.shape != image.shape or variance.shape != image.shape:
+        raise CutoutError(
+            "READ_FAILED",
+            f"{name}: IMAGE {image.shape}, FLAGS {flags.shape} and VARIANCE "
+            f"{variance.shape} do not agree",
+        )
+    wcs, x, y = target_pixel(ih, ra, dec, name)
     ny, nx = image.shape
     if not (-0.5 <= x < nx - 0.5 and -0.5 <= y < ny - 0.5):
         raise CutoutError(
@@ -175,19 +215,9 @@ def _read(buf, path: str, ra: float, dec: float) -> Cutout:
         origin = (1.0 - float(ih["CRPIX1A"]), 1.0 - float(ih["CRPIX2A"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CutoutError("BAD_WCS", f"{name}: no CRPIXnA cards") from exc
-    if layout == "qr2":
-        psf_model, plane = "cube", psf_plane(x + origin[0], y + origin[1])
-        psf = read_plane(buf, hdus["PSF"], plane)
-    else:
-        psf_model = "epsf"
-        plane, psf = epsf_for(buf, hdus["EPSF"], x + origin[0], y + origin[1])
-    wave = None
-    if "WCS-WAVE" in hdus:
-        row = read_table_row(buf, hdus["WCS-WAVE"])
-        x_tab, y_tab = row["X"].astype(float), row["Y"].astype(float)
-        wave = (x_tab, y_tab, row["VALUES"].astype(float).reshape(len(y_tab), len(x_tab), 2))
+    plane, psf = psf_for(x + origin[0], y + origin[1])
     return Cutout(
-        path=path,
+        path=str(path),
         obs_id=str(ih.get("OBSID", "")),
         detector=int(ih.get("DETECTOR", 0)),
         image=image,
@@ -202,7 +232,7 @@ def _read(buf, path: str, ra: float, dec: float) -> Cutout:
         crval_w=(float(ih.get("CRVAL1W", 1.0)), float(ih.get("CRVAL2W", 1.0))),
         mjd=float(ih.get("MJD-AVG", np.nan)),
         exptime_s=float(ih.get("XPOSURE", np.nan)),
-        flag_bits=flag_bits(hdus["FLAGS"].header),
+        flag_bits=flag_bits(fh),
         wcs_wave=wave,
         x=x,
         y=y,
@@ -210,5 +240,5 @@ def _read(buf, path: str, ra: float, dec: float) -> Cutout:
         psf=psf,
         layout=layout,
         version=version,
-        psf_model=psf_model,
+        psf_model="cube" if layout == "qr2" else "epsf",
     )

@@ -234,8 +234,8 @@ def _cutout_row(cutout: Cutout, release: str | None = None) -> dict:
         detector=cutout.detector,
         mjd=cutout.mjd,
         exptime_s=cutout.exptime_s,
-        x_cutout=cutout.x,
-        y_cutout=cutout.y,
+        x_cutout=cutout.x_parent - (cutout.cutout_origin or cutout.origin)[0],
+        y_cutout=cutout.y_parent - (cutout.cutout_origin or cutout.origin)[1],
         x_parent=cutout.x_parent,
         y_parent=cutout.y_parent,
         psf_plane=cutout.plane,
@@ -369,10 +369,14 @@ def _load(path, ra, dec, neighbours, calibration, settings, release=None):
         row = _failed_row(str(path), exc.flag, str(exc))
         row["release"] = release or ""
         return None, row
+    return _prepared(cutout, neighbours, calibration, settings, release)
+
+
+def _prepared(cutout, neighbours, calibration, settings, release=None):
     try:
         return prepare(cutout, neighbours, calibration, settings, release), None
     except (ValueError, KeyError, OSError) as exc:
-        row = _failed_row(str(path), "READ_FAILED", f"{type(exc).__name__}: {exc}", cutout)
+        row = _failed_row(cutout.path, "READ_FAILED", f"{type(exc).__name__}: {exc}", cutout)
         return None, {**row, "release": release or row["release"]}
 
 
@@ -386,14 +390,12 @@ def measure_cutouts(
     threads: int = 1,
     releases=None,
 ) -> pd.DataFrame:
-    """One row per cutout (schema columns; source/name/measurement_id left to the caller).
+    """One row per cutout file (schema columns; source/name/measurement_id left to the caller).
 
     ``releases`` (one per path, from the discovery rows) picks each image's calibration
     products; by default the release follows the file layout."""
     paths = [str(p) for p in paths]
-    rels = list(releases) if releases is not None else [None] * len(paths)
-    if len(rels) != len(paths):
-        raise ValueError(f"{len(rels)} releases for {len(paths)} cutouts")
+    rels = _releases(releases, len(paths))
 
     def load(i):
         return _load(paths[i], ra, dec, neighbours, calibration, settings, rels[i])
@@ -403,6 +405,36 @@ def measure_cutouts(
             loaded = list(pool.map(load, range(len(paths))))
     else:
         loaded = [load(i) for i in range(len(paths))]
+    return _fit_rows(loaded, calibration, settings, threads)
+
+
+def measure_windows(
+    cutouts: list[Cutout],
+    neighbours,
+    calibration: CalibrationSet | None,
+    settings: PhotometrySettings,
+    threads: int = 1,
+    releases=None,
+) -> pd.DataFrame:
+    """As ``measure_cutouts`` for windows already in memory (``window.window_cutout``: the S3
+    reader, the simulated backend, or a stamps file)."""
+    rels = _releases(releases, len(cutouts))
+    loaded = [
+        _prepared(c, neighbours, calibration, settings, r)
+        for c, r in zip(cutouts, rels, strict=True)
+    ]
+    return _fit_rows(loaded, calibration, settings, threads)
+
+
+def _releases(releases, n: int) -> list:
+    rels = list(releases) if releases is not None else [None] * n
+    if len(rels) != n:
+        raise ValueError(f"{len(rels)} releases for {n} cutouts")
+    return rels
+
+
+def _fit_rows(loaded, calibration, settings, threads) -> pd.DataFrame:
+    """Fit every prepared window in one batch; failures keep their rows, in order."""
     rows: list[dict | None] = [fail for _, fail in loaded]
     prepared = [(i, p) for i, (p, _) in enumerate(loaded) if p is not None]
     if prepared:
@@ -436,8 +468,9 @@ def fit_packed(batch: dict, core_r: float, threads: int = 1) -> dict:
 
 
 def model_images(path, ra, dec, neighbours, calibration, settings) -> dict:
-    """Data, model, residual, mask and PSF images of one cutout's fit window (for QA)."""
-    cutout = read_cutout(path, ra, dec)
+    """Data, model, residual, mask and PSF images of one fit window (for QA); ``path`` is a
+    cutout file or a Cutout already in memory (a window)."""
+    cutout = path if isinstance(path, Cutout) else read_cutout(path, ra, dec)
     p = prepare(cutout, neighbours, calibration, settings)
     r = reference.fit_one(
         p.px, p.py, p.data, p.var, p.good, p.kconv, p.cwave, p.cband, p.sx, p.sy,

@@ -1,10 +1,11 @@
 # Full QA (qa_level: full): one PNG per measurement, never touching science outputs.
 rule qa_full:
-    # Cutouts are used where cleanup=never kept them; otherwise full QA says so instead of
-    # re-downloading (see spxflow.rules.qa_full). The cutout index orders it after measure.
+    # Drawn from the windows kept in the stamps file, or from cutouts where cleanup=never
+    # kept them; otherwise full QA says so instead of re-downloading (spxflow.rules.qa_full).
     input:
         measurements="results/measurements/{source}.parquet",
         cutout_index="results/cutouts/{source}.json",
+        stamps="results/qa/{source}/{source}_stamps.npz",
         calibration_index=CALIBRATION_INDEX,
     output:
         pngs=directory("results/qa/{source}/measurements"),
