@@ -58,6 +58,9 @@ for d in "${daemons[@]}"; do
 done
 say "cluster up in $((SECONDS - t0)) s (started by this run: ${ours[*]:-none})"
 sinfo
+# Jobs already queued (another run's) share the node and delay ours: name them in the log.
+queued=$(squeue --noheader --format='%i %j %T %M %Z' 2>/dev/null || true)
+[ -z "$queued" ] || { say "jobs already in the queue (they share the node):"; echo "$queued" | sed 's/^/    /'; }
 PARTITION=$(sinfo -h -o %P | head -n 1 | tr -d '*')
 grep -q "slurm_partition: \"$PARTITION\"" profiles/slurm/config.v8+.yaml ||
     fail "profiles/slurm sets a partition other than this cluster's ($PARTITION)"

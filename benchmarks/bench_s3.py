@@ -56,6 +56,7 @@ MARGIN = 60  # px: sources kept this far inside the frame
 S3_SERVICE_S = 0.040  # spec §9.3: S3 first-byte service time
 IRSA_CUTOUT_RATE = 2 / 15.0  # IRSA: ~15 s per cutout at 2 concurrent
 REAL_CONC = 32
+WORKFLOW_PER_HOST = (2, 3)  # archive.irsa.max_concurrent_per_host: default, schema maximum
 RTTS = (("us-east-1", 0.001), ("distant site", 0.240))
 FAST = {"backoff_s": 0.01, "backoff_max_s": 0.2}
 # The S3 emulator keeps this many Level-2 files (sim.wholefile.ObjectCache.MAX_LEVEL2); an
@@ -281,6 +282,34 @@ def cutout_pass(ibe: Child, windows, conc: int, tmp: Path):
     return got, wall, cpu, srv, dest
 
 
+def workflow_cutout_pass(ibe: Child, windows, rows: dict, per_host: int, tmp: Path):
+    """The workflow's cutout path: ``IrsaArchive.fetch_cutouts`` once per source (its pool
+    no wider than ``max_concurrent_per_host``, IRSA answering 503 at >= 4), into files."""
+    from spxflow.archive.irsa import IrsaArchive
+
+    dest = tmp / f"workflow-cutouts-{per_host}"
+    archive = IrsaArchive.from_config(
+        {"base_url_override": ibe.url, "max_concurrent_per_host": per_host, "pixels": "cutout",
+         "lock_dir": str(tmp / "host-slots"), "retry_attempts": 3, "backoff_base_s": 0.05,
+         "backoff_max_s": 1.0},
+    )  # fmt: skip
+    got = [None] * len(windows)
+    srv0, cpu0, t0 = ibe.cpu(), time.process_time(), time.perf_counter()
+    for j in sorted({w.source for w in windows}):
+        idx = [i for i, w in enumerate(windows) if w.source == j]
+        w0 = windows[idx[0]]
+        results = archive.fetch_cutouts(
+            [rows[windows[i].key] for i in idx], w0.ra, w0.dec, SIZE_ARCSEC, dest / f"s{j}"
+        )
+        for i, r in zip(idx, results, strict=True):
+            got[i] = r
+    wall, cpu, srv = time.perf_counter() - t0, time.process_time() - cpu0, ibe.cpu() - srv0
+    failed = sum(r.status != "ok" for r in got)
+    if failed:
+        raise RuntimeError(f"workflow cutout path: {failed} of {len(got)} cutouts failed")
+    return got, wall, cpu, srv, dest
+
+
 def fit_cutouts(got, windows, calibration, settings, threads):
     """measure_cutouts once per source (one batch of its images), as the workflow does."""
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -296,18 +325,39 @@ def fit_cutouts(got, windows, calibration, settings, threads):
     return rows, time.perf_counter() - t0, time.process_time() - cpu0
 
 
-def part2(s3, ibe, windows, concs, fit_threads, constants, warm_layouts):
+def part2(s3, ibe, windows, rows, concs, fit_threads, constants, warm_layouts):
     calibration = CalibrationSet.from_paths([])
     settings = PhotometrySettings()
     n = len(windows)
     tmp = Path(tempfile.mkdtemp(prefix="h3-bench-s3-"))
-    results = {}
+    results, workflow = {}, {}
     try:
+        for per_host in WORKFLOW_PER_HOST:
+            got, c_wall, c_cpu, c_srv, dest = workflow_cutout_pass(
+                ibe, windows, rows, per_host, tmp
+            )
+            _, cf_wall, cf_cpu = fit_cutouts(got, windows, calibration, settings, fit_threads)
+            shutil.rmtree(dest)
+            workflow[per_host] = {
+                "rate": n / c_wall, "cpu": c_cpu / n, "srv": c_srv / n,
+                "fit_wall": cf_wall / n, "fit_cpu": cf_cpu / n,
+            }  # fmt: skip
+            print(
+                f"    workflow cutout path ({per_host} per host): {n / c_wall:.1f} cutouts/s; "
+                f"load {load()}",
+                flush=True,
+            )
         for conc in concs:
             r = results[conc] = {}
             cold = s3_pass(s3, windows, conc, LayoutCache, constants)
+            # a catalog: sources one after another (as jobs are), every file's first read
+            # cold, the later sources' reads of it warm (jobs share the on-disk cache)
+            shared = LayoutCache()
+            by_source = sorted(windows, key=lambda w: w.source)
+            catalog = s3_pass(s3, by_source, conc, lambda s=shared: s, constants)
             warm = s3_pass(s3, windows, conc, lambda: warm_layouts, constants)
-            for name, (reads, wall, cpu, srv) in (("cold", cold), ("warm", warm)):
+            passes = (("cold", cold), ("catalog", catalog), ("warm", warm))
+            for name, (reads, wall, cpu, srv) in passes:
                 r[name] = {
                     "rate": n / wall, "cpu": cpu / n, "srv": srv / n, "busy": cpu / wall,
                     "req": sum(x.requests for x in reads) / n,
@@ -328,60 +378,80 @@ def part2(s3, ibe, windows, concs, fit_threads, constants, warm_layouts):
                 "fit_wall": cf_wall / n, "fit_cpu": cf_cpu / n,
             }  # fmt: skip
             print(
-                f"    conc {conc:3d} done: S3 cold {r['cold']['rate']:.0f}/s, warm "
-                f"{r['warm']['rate']:.0f}/s, cutouts {r['cutout']['rate']:.1f}/s; load {load()}",
+                f"    conc {conc:3d} done: S3 cold {r['cold']['rate']:.0f}/s, catalog "
+                f"{r['catalog']['rate']:.0f}/s, warm {r['warm']['rate']:.0f}/s, cutouts "
+                f"{r['cutout']['rate']:.1f}/s; load {load()}",
                 flush=True,
             )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return results
+    return results, workflow
 
 
-def report2(results, n, latency, fit_threads):
+def _meas(x: dict, fit_wall: float) -> float:
+    """Measurements/s: N / (fetch wall + fit wall)."""
+    return 1 / (1 / x["rate"] + fit_wall)
+
+
+def report2(results, workflow, n, latency, fit_threads):
     print(
         f"\n(2) Measurements/s, {n} windows (13 px, {SIZE_ARCSEC:g} arcsec), {latency * 1e3:g} ms "
         "latency on every request;\n    concurrency c = reading threads = requests in flight "
-        "(RangeClient max_concurrency) = round-pool threads;\n    S3 cold = a fresh "
-        "LayoutCache for every read, warm = every file's layout cached (constants cached in "
-        "both);\n    cutout path: c threads "
-        f"downloading {SIZE_ARCSEC:g} arcsec cutouts (archive.http.download) from the IBE "
-        "emulator.\n    read/s = windows or cutouts fetched per s; meas/s = N / (fetch wall + "
-        f"fit wall), fit in one batch ({fit_threads} thread)"
+        "(RangeClient max_concurrency) = round-pool threads.\n    S3 cold = a fresh "
+        "LayoutCache for every read; catalog = one fresh LayoutCache for the pass (each file's "
+        "first read\n    cold, its other sources warm, as jobs share the on-disk cache); warm = "
+        "every file's layout cached (constants cached in all).\n    cutouts, c threads = "
+        f"{SIZE_ARCSEC:g} arcsec cutouts from the IBE emulator by c threads (archive.http.download"
+        ", no per-host limit:\n    more than the workflow or IRSA allow); workflow cutout path "
+        "= IrsaArchive.fetch_cutouts per source with\n    max_concurrent_per_host "
+        f"{' or '.join(map(str, WORKFLOW_PER_HOST))} (default, schema maximum: IRSA answers 503 "
+        "at >= 4). meas/s = N / (fetch wall + fit wall),\n    fit in one batch "
+        f"({fit_threads} thread); ratios are S3 meas/s over the cutout path's."
     )
+    wf = {k: _meas(v, v["fit_wall"]) for k, v in workflow.items()}
     print(
-        f"    {'c':>3s} | {'S3 cold read/s':>14s} {'meas/s':>7s} | {'S3 warm read/s':>14s} "
-        f"{'meas/s':>7s} | {'cutout read/s':>13s} {'meas/s':>7s} | {'S3/cutout cold':>14s} "
-        f"{'warm':>6s}"
+        "    workflow cutout path: "
+        + ", ".join(f"{k} per host {v:.1f} meas/s" for k, v in wf.items())
+    )
+    base = wf[WORKFLOW_PER_HOST[0]]
+    print(
+        f"    {'c':>3s} | {'S3 cold':>7s} {'catalog':>7s} {'warm':>7s} | {'cutouts, c thr':>14s} | "
+        f"{'vs c-thread cutouts':>19s} | {f'vs workflow ({WORKFLOW_PER_HOST[0]}/host)':>21s}"
     )
     for conc, r in results.items():
         fit, cut = r["fit"]["wall"], r["cutout"]
-        m_cold = 1 / (1 / r["cold"]["rate"] + fit)
-        m_warm = 1 / (1 / r["warm"]["rate"] + fit)
-        m_cut = 1 / (1 / cut["rate"] + cut["fit_wall"])
+        m = {k: _meas(r[k], fit) for k in ("cold", "catalog", "warm")}
+        m_cut = _meas(cut, cut["fit_wall"])
+
+        def ratios(d, m=m):
+            return " ".join(f"{m[k] / d:5.1f}x" for k in ("cold", "catalog", "warm"))
+
         print(
-            f"    {conc:3d} | {r['cold']['rate']:14.1f} {m_cold:7.1f} | {r['warm']['rate']:14.1f} "
-            f"{m_warm:7.1f} | {cut['rate']:13.1f} {m_cut:7.1f} | {m_cold / m_cut:13.1f}x "
-            f"{m_warm / m_cut:5.1f}x"
+            f"    {conc:3d} | {m['cold']:7.1f} {m['catalog']:7.1f} {m['warm']:7.1f} | "
+            f"{m_cut:14.1f} | {ratios(m_cut):>19s} | {ratios(base):>21s}"
         )
     r = next(iter(results.values()))
     print(
-        f"    per window: cold {r['cold']['req']:.2f} requests, {kb(r['cold']['bytes'])}, "
-        f"{r['cold']['rounds']:.2f} rounds ({r['cold']['cold_reads']}/{n} reads cold); "
-        f"warm {r['warm']['req']:.2f} requests, {kb(r['warm']['bytes'])}, "
-        f"{r['warm']['rounds']:.2f} rounds; cutout {kb(r['cutout']['bytes'])}; fits not "
-        f"failed {r['fit']['ok']}/{n}"
+        "    (ratio columns: cold catalog warm)\n    per window: "
+        + "; ".join(
+            f"{k} {r[k]['req']:.2f} requests, {kb(r[k]['bytes'])}, {r[k]['rounds']:.2f} rounds "
+            f"({r[k]['cold_reads']}/{n} reads cold)"
+            for k in ("cold", "catalog", "warm")
+        )
+        + f"; cutout {kb(r['cutout']['bytes'])}; fits not failed {r['fit']['ok']}/{n}"
     )
     print(
         "    latency bound of the S3 reads: c / (latency x requests per window) = "
         + ", ".join(
             f"c={c}: cold {c / (latency * r['cold']['req']):.0f}/s, "
+            f"catalog {c / (latency * r['catalog']['req']):.0f}/s, "
             f"warm {c / (latency * r['warm']['req']):.0f}/s"
             for c, r in results.items()
         )
     )
 
 
-def report3(results, n):
+def report3(results, workflow, n):
     print(
         "\n(3) CPU per measurement (ms): client = process_time of this process / N (all its "
         "threads);\n    emulator = the child's CPU / N, for comparison (the server shares "
@@ -389,17 +459,23 @@ def report3(results, n):
         "reader is CPU-bound: one Python process runs Python code on one core at a time)"
     )
     print(
-        f"    {'c':>3s} | {'S3 cold read':>12s} {'S3 warm read':>12s} {'window fit':>10s} | "
-        f"{'cutout GET':>10s} {'cutout fit':>10s} | {'S3 emu cold':>11s} {'warm':>6s} "
-        f"{'IBE emu':>8s} | {'busy cold':>9s} {'warm':>5s}"
+        f"    {'c':>3s} | {'S3 read: cold':>13s} {'catalog':>7s} {'warm':>6s} {'fit':>5s} | "
+        f"{'cutout GET':>10s} {'fit':>5s} | {'S3 emu: cold':>12s} {'catalog':>7s} {'warm':>6s} "
+        f"{'IBE emu':>7s} | {'busy: cold':>10s} {'catalog':>7s} {'warm':>5s}"
     )
     for conc, r in results.items():
         print(
-            f"    {conc:3d} | {1e3 * r['cold']['cpu']:12.2f} {1e3 * r['warm']['cpu']:12.2f} "
-            f"{1e3 * r['fit']['cpu']:10.2f} | {1e3 * r['cutout']['cpu']:10.2f} "
-            f"{1e3 * r['cutout']['fit_cpu']:10.2f} | {1e3 * r['cold']['srv']:11.2f} "
-            f"{1e3 * r['warm']['srv']:6.2f} {1e3 * r['cutout']['srv']:8.2f} | "
-            f"{r['cold']['busy']:9.2f} {r['warm']['busy']:5.2f}"
+            f"    {conc:3d} | {1e3 * r['cold']['cpu']:13.2f} {1e3 * r['catalog']['cpu']:7.2f} "
+            f"{1e3 * r['warm']['cpu']:6.2f} {1e3 * r['fit']['cpu']:5.2f} | "
+            f"{1e3 * r['cutout']['cpu']:10.2f} {1e3 * r['cutout']['fit_cpu']:5.2f} | "
+            f"{1e3 * r['cold']['srv']:12.2f} {1e3 * r['catalog']['srv']:7.2f} "
+            f"{1e3 * r['warm']['srv']:6.2f} {1e3 * r['cutout']['srv']:7.2f} | "
+            f"{r['cold']['busy']:10.2f} {r['catalog']['busy']:7.2f} {r['warm']['busy']:5.2f}"
+        )
+    for k, v in workflow.items():
+        print(
+            f"    workflow cutout path, {k} per host: cutout GET {1e3 * v['cpu']:.2f}, fit "
+            f"{1e3 * v['fit_cpu']:.2f}, IBE emulator {1e3 * v['srv']:.2f}"
         )
 
 
@@ -422,7 +498,7 @@ def report4(results, cores: int):
         f"    {'layouts':7s} {'site':13s} {'rounds':>6s} {'latency-bound':>13s} "
         f"{'req-capped':>10s} {'CPU cap':>8s} {'modelled':>9s} {'vs IRSA cutouts':>15s}"
     )
-    for name in ("cold", "warm"):
+    for name in ("cold", "catalog", "warm"):
         x = r[name]
         cap = cores / (x["cpu"] + fit)
         for site, rtt in RTTS:
@@ -486,9 +562,10 @@ def main() -> None:
             f"\n    warm-up (untimed): {time.perf_counter() - t0:.1f} s; band size "
             f"{BAND_ROWS} rows; per level: cold pass, warm pass, fit, cutout pass, cutout fit"
         )
-        results = part2(s3, ibe, windows, a.conc, a.fit_threads, constants, layouts)
-        report2(results, len(windows), a.latency, a.fit_threads)
-        report3(results, len(windows))
+        rows = {s3_key_of(f[2]["access_url"]): f[2] for f in files}
+        results, workflow = part2(s3, ibe, windows, rows, a.conc, a.fit_threads, constants, layouts)
+        report2(results, workflow, len(windows), a.latency, a.fit_threads)
+        report3(results, workflow, len(windows))
         report4(results, os.cpu_count() or 2)
     finally:
         s3.stop()

@@ -128,7 +128,7 @@ def _measure_url(args, calibration, settings):
 
     from spxflow.photometry import measure_windows
     from spxflow.photometry.cutout import CutoutError
-    from spxflow.photometry.measure import _failed_row
+    from spxflow.photometry.measure import failed_row
     from spxflow.ranges import ConstantCache, LayoutCache, RangeClient, read_window
 
     parts = urlsplit(args.file)
@@ -141,7 +141,7 @@ def _measure_url(args, calibration, settings):
                 args.cutout_size_arcsec, layouts=LayoutCache(None), constants=ConstantCache(),
             )  # fmt: skip
         except CutoutError as exc:
-            row = {**_failed_row(key, exc.flag, str(exc)), "release": args.release or ""}
+            row = {**failed_row(key, exc.flag, str(exc)), "release": args.release or ""}
             return pd.DataFrame([row])
     print(
         f"spxflow measure-file: read {read.bytes} bytes in {read.requests} requests "

@@ -246,7 +246,7 @@ def measure(
 def _fetch(archive, science: Science, runtime: Runtime, source, target, rows, cutouts):
     """(cutout-index entries by image id, windows by file name) of ``rows``; the windows are
     None when ``pixels: cutout`` fetched cutout files into ``cutouts`` instead."""
-    if runtime.archive.get("pixels", "cutout") == "cutout":
+    if not archive.serves_windows:
         prepare_cutout_dir(cutouts, target)
         budget = CutoutDiskBudget.from_runtime(runtime, os.path.dirname(cutouts))
         return fetch_cutouts(archive, rows, source, target, cutouts, budget), None

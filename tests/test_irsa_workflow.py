@@ -64,7 +64,7 @@ def runs(tmp_path_factory):
     with running_emulator(cfg["archive"], FAULTS) as url:
         cfg["archive"]["backend"] = "irsa"
         cfg["archive"].setdefault("irsa", {}).update(
-            pixels="cutout",  # the IBE cutout path; tests/test_s3_workflow.py covers s3
+            pixels="cutout",  # the IBE cutout path; tests/test_s3_measure.py covers s3
             base_url_override=url,
             timeout_s=5.0,
             retry_attempts=8,

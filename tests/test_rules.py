@@ -37,6 +37,11 @@ class FewImages:
     def __init__(self):
         self.sim = SimulatedArchive()
         self.fetched_rows = []
+        self.pixels = "window"
+
+    @property
+    def serves_windows(self):
+        return self.pixels != "cutout"
 
     def discover(self, ra, dec, radius_arcsec=0.0):
         return self.sim.discover(ra, dec, radius_arcsec).head(N_IMAGES)
@@ -81,7 +86,12 @@ def work(tmp_path_factory):
     ids = archive.discover(TARGET["ra_deg"], TARGET["dec_deg"])["obs_publisher_did"]
     archive.failing = str(ids.iloc[-1])
     mp = pytest.MonkeyPatch()
-    mp.setattr(rules, "make_archive", lambda science, runtime, cache_dir=None: archive)
+
+    def configured(science, runtime, cache_dir=None):
+        archive.pixels = runtime["pixels"]  # as make_archive passes the runtime knobs on
+        return archive
+
+    mp.setattr(rules, "make_archive", configured)
     yield root, archive
     mp.undo()
     os.chdir(old)

@@ -33,8 +33,8 @@ CUTOUTS = dataclasses.replace(
 class BothReleases:
     """The simulated archive limited to 12 QR2 and 12 QR3 images of a position."""
 
-    def __init__(self):
-        self.sim = SimulatedArchive()
+    def __init__(self, pixels: str):
+        self.sim = SimulatedArchive(pixels=pixels)
 
     def discover(self, ra, dec, radius_arcsec=0.0):
         t = self.sim.discover(ra, dec, radius_arcsec)
@@ -55,7 +55,12 @@ def both(tmp_path_factory):
     old = os.getcwd()
     os.chdir(root)
     mp = pytest.MonkeyPatch()
-    mp.setattr(rules, "make_archive", lambda science, runtime, cache_dir=None: BothReleases())
+    # as make_archive does: the runtime knobs (pixels: window | cutout) configure the backend
+    mp.setattr(
+        rules,
+        "make_archive",
+        lambda science, runtime, cache_dir=None: BothReleases(runtime["pixels"]),
+    )
     # No calibration products: both paths fall back alike (nominal solid angle, WCS-WAVE).
     write_json_atomic(CAL_INDEX, {"products": []})
     win, cut = measure_outputs("win"), measure_outputs("cut")

@@ -53,6 +53,18 @@ class WindowResult:
     cutout: Any = field(default=None, repr=False)  # photometry Cutout of the window (ok)
     truth: dict | None = None  # injected truth (simulator only), never read by the fit
 
+    def fail(self, exc: Exception) -> WindowResult:
+        """Record why the window could not be read: a target off the frame is
+        ``no_overlap``; a bad file keeps its CutoutError flag (READ_FAILED, BAD_WCS); an
+        archive error stays FETCH_FAILED with the error named."""
+        flag = getattr(exc, "flag", None)  # photometry.CutoutError (not imported: no cycle)
+        if flag is not None:
+            self.status = "no_overlap" if flag == "OFF_CUTOUT" else "failed"
+            self.reason, self.flag = str(exc), flag
+        else:
+            self.status, self.reason = "failed", f"{type(exc).__name__}: {exc}"
+        return self
+
     def to_dict(self) -> dict:
         # not asdict: it would deep-copy the pixels
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cutout"}
@@ -85,6 +97,13 @@ class Archive(abc.ABC):
     """A source of SPHEREx Level-2 discovery tables, cutouts and calibration files."""
 
     name: str = "abstract"
+    # How a measure job takes pixels: "cutout" (fetch_cutouts, files) or a windowed mode
+    # ("window", "s3": fetch_windows); a backend's config block chooses (archive.*.pixels).
+    pixels: str = "cutout"
+
+    @property
+    def serves_windows(self) -> bool:
+        return self.pixels != "cutout"
 
     @abc.abstractmethod
     def discover(self, ra: float, dec: float, radius_arcsec: float) -> pd.DataFrame:

@@ -97,13 +97,8 @@ class S3Pixels:
                 self.client, result.key, ra, dec, half_size, size_arcsec,
                 layouts=self.layouts, constants=self.constants, executor=self.rounds,
             )  # fmt: skip
-        except CutoutError as exc:
-            result.status = "no_overlap" if exc.flag == "OFF_CUTOUT" else "failed"
-            result.reason, result.flag = str(exc), exc.flag
-            return result
-        except ArchiveError as exc:
-            result.reason = f"{type(exc).__name__}: {exc}"
-            return result
+        except (CutoutError, ArchiveError) as exc:
+            return result.fail(exc)
         result.status = "ok"
         result.cutout = read.cutout
         result.etag = read.etag

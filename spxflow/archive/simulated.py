@@ -277,11 +277,8 @@ class SimulatedArchive(Archive):
                     info, self.cfg, _check_ra(ra), _check_dec(dec), half_size, size_arcsec
                 )
                 result.status = "ok"
-            except CutoutError as exc:
-                result.status = "no_overlap" if exc.flag == "OFF_CUTOUT" else "failed"
-                result.reason, result.flag = str(exc), exc.flag
-            except (ArchiveError, ValueError) as exc:
-                result.reason = f"{type(exc).__name__}: {exc}"
+            except (CutoutError, ArchiveError, ValueError) as exc:
+                result.fail(exc)
             out.append(result)
         return out
 

@@ -9,7 +9,7 @@ report it. Tests compare it with astropy's ``all_world2pix`` on the same headers
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -106,6 +106,10 @@ class TanSip:
         if not np.all(np.isfinite(values)) or abs(np.linalg.det(cd)) == 0.0:
             raise WcsError("non-finite or singular WCS cards")
         return cls(crpix, crval, cd, a, b, ap, bp)
+
+    def shifted(self, x0: float, y0: float) -> TanSip:
+        """The same WCS seen from pixel (x0, y0) of this frame (a cutout's CRPIX shift)."""
+        return replace(self, crpix=(self.crpix[0] - x0, self.crpix[1] - y0))
 
     # -- pixel (0-based) <-> world ---------------------------------------------------------
     def pixel_to_world(self, x, y):

@@ -102,7 +102,7 @@ def flag_bits(header) -> dict[str, int]:
     return (mp | mskn) or {k: v[0] for k, v in FLAG_BITS.items()}
 
 
-def _layout(hdus: dict, version: str, name: str) -> str:
+def file_layout(hdus: dict, version: str, name: str) -> str:
     """'qr2' or 'r7' from the PSF-bearing HDU, cross-checked with VERSION (§8.0)."""
     present = [n for n in PSF_HDUS if n in hdus]
     if len(present) != 1:
@@ -149,7 +149,7 @@ def _read(buf, path: str, ra: float, dec: float) -> Cutout:
     if missing:
         raise CutoutError("READ_FAILED", f"{name}: missing HDU(s) {missing}; has {list(hdus)}")
     version = str(scanned[0].header.get("VERSION", "") or "").strip()
-    layout = _layout(hdus, version, name)
+    layout = file_layout(hdus, version, name)
     image = read_array(buf, hdus["IMAGE"])
     flags = read_array(buf, hdus["FLAGS"])  # int32 or RICE_1 (ZIMAGE)
     variance = read_array(buf, hdus["VARIANCE"])
@@ -175,10 +175,21 @@ def wcs_wave_of(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x_tab, y_tab, row["VALUES"].astype(float).reshape(len(y_tab), len(x_tab), 2)
 
 
-def target_pixel(ih, ra: float, dec: float, name: str) -> tuple[TanSip, float, float]:
-    """The header's WCS and the target's 0-based pixel in that header's frame."""
+def frame_wcs(ih, name: str) -> TanSip:
+    """The celestial WCS of a header; CutoutError BAD_WCS if it has none usable."""
     try:
-        wcs = TanSip.from_header(ih)
+        return TanSip.from_header(ih)
+    except WcsError as exc:
+        raise CutoutError("BAD_WCS", f"{name}: {exc}") from exc
+
+
+def target_pixel(
+    ih, ra: float, dec: float, name: str, wcs: TanSip | None = None
+) -> tuple[TanSip, float, float]:
+    """The header's WCS (``wcs`` if already solved from it) and the target's 0-based pixel in
+    that header's frame."""
+    wcs = frame_wcs(ih, name) if wcs is None else wcs
+    try:
         x, y = wcs.world_to_pixel(ra, dec)
         x, y = float(x), float(y)
     except WcsError as exc:
@@ -189,11 +200,12 @@ def target_pixel(ih, ra: float, dec: float, name: str) -> tuple[TanSip, float, f
 
 
 def assemble(
-    path, version, layout, ih, fh, image, flags, variance, psf_for, wave, ra, dec
+    path, version, layout, ih, fh, image, flags, variance, psf_for, wave, ra, dec, solved=None
 ) -> Cutout:
     """A Cutout from the IMAGE/FLAGS headers and planes of one pixel frame (a cutout file, or a
     window of a whole file seen through ``window.WindowHeader``). ``psf_for(x_parent,
-    y_parent) -> (index, psf)`` reads the PSF plane or EPSF row the target needs."""
+    y_parent) -> (index, psf)`` reads the PSF plane or EPSF row the target needs; ``solved``
+    = ``target_pixel(ih, ra, dec, ...)`` when the caller has it (windows: from the frame's)."""
     name = os.path.basename(path)
     image = np.asarray(image).astype(np.float64)
     flags = np.asarray(flags).astype(np.int32)
@@ -204,7 +216,7 @@ def assemble(
             f"{name}: IMAGE {image.shape}, FLAGS {flags.shape} and VARIANCE "
             f"{variance.shape} do not agree",
         )
-    wcs, x, y = target_pixel(ih, ra, dec, name)
+    wcs, x, y = target_pixel(ih, ra, dec, name) if solved is None else solved
     ny, nx = image.shape
     if not (-0.5 <= x < nx - 0.5 and -0.5 <= y < ny - 0.5):
         raise CutoutError(

@@ -204,7 +204,7 @@ def _value(text: str):
         return raw, comment
 
 
-def _data_size(h: Header) -> int:
+def data_size(h: Header) -> int:
     naxis = int(h.get("NAXIS", 0))
     if naxis == 0:
         return 0
@@ -226,7 +226,7 @@ def scan(buf) -> list[Hdu]:
             raise FitsReadError(f"truncated header at byte {pos} (HDU {len(hdus)})")
         header = Header(bytes(buf[pos:end]))
         start = end
-        nbytes = _data_size(header)
+        nbytes = data_size(header)
         name = str(header.get("EXTNAME", "PRIMARY" if not hdus else "")).strip().upper()
         if start + nbytes > size:
             raise FitsReadError(

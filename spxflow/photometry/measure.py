@@ -243,7 +243,7 @@ def _cutout_row(cutout: Cutout, release: str | None = None) -> dict:
     return row
 
 
-def _failed_row(path: str, flag: str, reason: str, cutout: Cutout | None = None) -> dict:
+def failed_row(path: str, flag: str, reason: str, cutout: Cutout | None = None) -> dict:
     row = {**_identity(path), "release": ""} if cutout is None else _cutout_row(cutout)
     row.update(
         result_flags=bit(flag),
@@ -366,7 +366,7 @@ def _load(path, ra, dec, neighbours, calibration, settings, release=None):
     try:
         cutout = read_cutout(path, ra, dec)
     except CutoutError as exc:
-        row = _failed_row(str(path), exc.flag, str(exc))
+        row = failed_row(str(path), exc.flag, str(exc))
         row["release"] = release or ""
         return None, row
     return _prepared(cutout, neighbours, calibration, settings, release)
@@ -376,7 +376,7 @@ def _prepared(cutout, neighbours, calibration, settings, release=None):
     try:
         return prepare(cutout, neighbours, calibration, settings, release), None
     except (ValueError, KeyError, OSError) as exc:
-        row = _failed_row(cutout.path, "READ_FAILED", f"{type(exc).__name__}: {exc}", cutout)
+        row = failed_row(cutout.path, "READ_FAILED", f"{type(exc).__name__}: {exc}", cutout)
         return None, {**row, "release": release or row["release"]}
 
 

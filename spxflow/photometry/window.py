@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from spxflow.format import NPIX, PIXEL_SCALE_ARCSEC
+from spxflow.photometry.celestial import TanSip
 from spxflow.photometry.cutout import Cutout, CutoutError, assemble, target_pixel
 
 # Cards a cutout shifts by its corner (x for ...1*, y for ...2*).
@@ -79,16 +81,29 @@ def window_box(
     return box[0], box[1], box[2], box[3]
 
 
-def locate(image_header: Mapping, ra: float, dec: float, name: str, half_size: int, size_arcsec):
-    """Window box of (ra, dec) on a full frame from its IMAGE header; CutoutError OFF_CUTOUT
-    (or BAD_WCS) when the target is not on the frame."""
-    _, x, y = target_pixel(image_header, ra, dec, name)
+@dataclass(frozen=True)
+class Target:
+    """A target on a full frame: the frame's WCS, the 0-based parent pixel, the window box."""
+
+    wcs: TanSip
+    x: float
+    y: float
+    box: tuple[int, int, int, int]
+
+
+def locate(
+    image_header: Mapping, ra: float, dec: float, name: str, half_size: int, size_arcsec,
+    wcs: TanSip | None = None,
+) -> Target:  # fmt: skip
+    """The window of (ra, dec) on a full frame from its IMAGE header (``wcs``: that header's,
+    if already solved); CutoutError OFF_CUTOUT (or BAD_WCS) when the target is off the frame."""
+    wcs, x, y = target_pixel(image_header, ra, dec, name, wcs)
     box = window_box(x, y, half_size, size_arcsec)
     if box is None:
         raise CutoutError(
             "OFF_CUTOUT", f"{name}: target at parent pixel ({x:.2f}, {y:.2f}) is off the frame"
         )
-    return box
+    return Target(wcs, x, y, box)
 
 
 def window_cutout(
@@ -97,7 +112,7 @@ def window_cutout(
     layout: str,
     image_header: Mapping,
     flags_header: Mapping,
-    box: tuple[int, int, int, int],
+    target: Target,
     image: np.ndarray,
     flags: np.ndarray,
     variance: np.ndarray,
@@ -107,12 +122,14 @@ def window_cutout(
     dec: float,
     size_arcsec: float | None = None,
 ) -> Cutout:
-    """A Cutout of the window ``box`` (planes already cut to it) from full-frame headers;
-    with ``size_arcsec`` its x/y_cutout columns are relative to that cutout's corner."""
-    x0, _, y0, _ = box
+    """A Cutout of the window of ``target`` (planes already cut to its box) from full-frame
+    headers; with ``size_arcsec`` its x/y_cutout columns are relative to that cutout's corner.
+    The frame's WCS is solved once (``locate``) and shifted to the window's corner."""
+    x0, _, y0, _ = target.box
+    solved = (target.wcs.shifted(x0, y0), target.x - x0, target.y - y0)
     cutout = assemble(
         path, version, layout, WindowHeader(image_header, x0, y0), flags_header,
-        image, flags, variance, psf_for, wave, ra, dec,
+        image, flags, variance, psf_for, wave, ra, dec, solved,
     )  # fmt: skip
     if size_arcsec is not None:
         cutout.cutout_origin = (

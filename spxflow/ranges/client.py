@@ -35,6 +35,7 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_IGNORED_RANGE_BYTES = 16 << 20  # largest whole object accepted from a server ignoring Range
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_BAD_KEY_CHARS = re.compile(r"[\x00-\x1f?#]")
 
 
 class RangeReadError(ArchiveError):
@@ -163,7 +164,7 @@ def _check_key(key: str) -> None:
         raise ForbiddenLocation(f"{key!r} is not a relative object key")
     if _SCHEME_RE.match(key) or ".." in key or "\\" in key:
         raise ForbiddenLocation(f"{key!r} is not a plain object key (absolute or '..')")
-    if any(ord(c) < 0x20 or c in "?#" for c in key):
+    if _BAD_KEY_CHARS.search(key):
         raise ForbiddenLocation(f"{key!r} holds control characters, '?' or '#'")
 
 
@@ -205,6 +206,10 @@ class RangeClient:
             timeout=urllib3.Timeout(connect=self.timeout_s, read=self.timeout_s),
             headers={"User-Agent": USER_AGENT},
         )
+        # Every URL is base_url/key (url_for), so one pool serves them: requests skip the
+        # PoolManager's per-URL parsing and pool look-up.
+        self._pool = self._pools.connection_from_url(self.base_url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
         self._limit = _limiter(parts.scheme, self.netloc, self.max_concurrency)
         self._rng = random.Random()
         self._lock = threading.Lock()
@@ -227,7 +232,7 @@ class RangeClient:
         start, end = int(start), int(end)
         if start < 0 or end <= start:
             raise ValueError(f"{key}: empty or negative range [{start}, {end})")
-        headers = {"Range": f"bytes={start}-{end - 1}"}
+        headers = {"User-Agent": USER_AGENT, "Range": f"bytes={start}-{end - 1}"}
         if if_match:
             headers["If-Match"] = if_match
         what = f"{key} bytes [{start}, {end})"
@@ -265,10 +270,10 @@ class RangeClient:
                 raise RangeReadError(f"HEAD {key}: HTTP {resp.status} without a size", key=key)
             return int(size), resp.headers.get("ETag", "")
 
-        return self._request("HEAD", key, {}, f"HEAD {key}", check)
+        return self._request("HEAD", key, {"User-Agent": USER_AGENT}, f"HEAD {key}", check)
 
     def _request(self, method: str, key: str, headers: dict, what: str, check):
-        url = self.url_for(key)
+        url = self.url_for(key)[len(self._origin) :]  # the path on the one pool's host
         cause = ""
         for attempt in range(1, self.attempts + 1):
             retry_after = None
@@ -308,9 +313,10 @@ class RangeClient:
     def _attempt(self, method: str, url: str, key: str, headers: dict, what: str, check):
         with self._limit:
             self._count(key, requests=1)
-            resp = self._pools.urlopen(
-                method, url, headers=headers, preload_content=False, redirect=False
-            )
+            resp = self._pool.urlopen(
+                method, url, headers=headers, preload_content=False, redirect=False,
+                assert_same_host=False,
+            )  # fmt: skip
             ok = False
             try:
                 size = resp.headers.get("Content-Length")

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from spxflow.photometry.celestial import TanSip
+from spxflow.photometry.cutout import frame_wcs
 from spxflow.photometry.epsf import EpsfLattice, read_epsf_row, read_lattice
-from spxflow.photometry.fitsread import BLOCK, Hdu, Header, _data_size
+from spxflow.photometry.fitsread import BLOCK, Hdu, Header, data_size
 
 _MAGIC = b"SPXRANGES1\n"
 _CALIB_RE = re.compile(r"^\[CALIB\]\s+(\S+)\s+(\S+)")
@@ -131,6 +133,11 @@ class FileLayout:
         return _hdu("VARIANCE", self.var_raw, self.var_data)
 
     @functools.cached_property
+    def wcs(self) -> TanSip:
+        """The full frame's celestial WCS, solved once per layout (every warm read needs it)."""
+        return frame_wcs(self.image.header, self.key)
+
+    @functools.cached_property
     def token(self) -> str:
         return calibration_token(self.image_raw, self.version)
 
@@ -144,7 +151,7 @@ class FileLayout:
 
 def _hdu(name: str, raw: bytes, data_start: int) -> Hdu:
     header = Header(raw)
-    return Hdu(name, header, data_start, _data_size(header))
+    return Hdu(name, header, data_start, data_size(header))
 
 
 class LayoutCache:

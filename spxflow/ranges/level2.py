@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from spxflow.format import layout_of_version, psf_plane, release_of_path
-from spxflow.photometry.cutout import Cutout, CutoutError, _layout, target_pixel
-from spxflow.photometry.fitsread import FitsReadError, Hdu, Header, _data_size
-from spxflow.photometry.window import window_box, window_cutout
+from spxflow.photometry.cutout import Cutout, CutoutError, file_layout
+from spxflow.photometry.fitsread import FitsReadError, Hdu, Header, data_size
+from spxflow.photometry.window import Target, locate, window_cutout
 from spxflow.ranges.client import ObjectChanged, RangeClient
 from spxflow.ranges.layout import (
     ConstantCache,
@@ -122,29 +122,13 @@ def read_window(
         raise CutoutError("READ_FAILED", f"{key}: {type(exc).__name__}: {exc}") from exc
 
 
-class _Target:
-    """The window box and the target's parent pixel from a full-frame IMAGE header."""
-
-    def __init__(self, image: Hdu, key: str, ra, dec, half_size, size_arcsec):
-        # window.locate, without solving the WCS a second time for x and y
-        _, self.x, self.y = target_pixel(image.header, ra, dec, key)
-        box = window_box(self.x, self.y, half_size, size_arcsec)
-        if box is None:
-            raise CutoutError(
-                "OFF_CUTOUT",
-                f"{key}: target at parent pixel ({self.x:.2f}, {self.y:.2f}) is off the frame",
-            )
-        self.box = box
-        self.size_arcsec = size_arcsec  # x/y_cutout are relative to that cutout's corner
-
-
 def _plane_span(const: ConstantEntry, k: int, psf_data: int) -> tuple[int, int]:
     """Bytes of QR2 PSF cube plane ``k`` (contiguous: 101 x 101 float32 = 40,804 B)."""
     n = math.prod(const.psf_hdu.shape[1:]) * const.psf_hdu.dtype.itemsize
     return psf_data + k * n, psf_data + (k + 1) * n
 
 
-def _psf_span(const: ConstantEntry | None, constants, target: _Target, psf_data: int):
+def _psf_span(const: ConstantEntry | None, constants, target: Target, psf_data: int):
     """{'psf:<k>': span} of the QR2 cube plane of the target if the cache lacks it (R7:
     the whole EPSF table is cached with the constants)."""
     if const is None or const.psf_name != "PSF":
@@ -161,7 +145,7 @@ def _cold(r: Rounds, release, ra, dec, half_size, size_arcsec, layouts, constant
     head = r.header(0, r.round({"head": (0, FIRST_READ)})["head"])
     n0 = header_len(head)
     primary = Header(head[:n0])
-    if primary.get("SIMPLE") is not True or _data_size(primary):
+    if primary.get("SIMPLE") is not True or data_size(primary):
         raise FitsReadError("not a Level-2 file (no SIMPLE = T, or a primary with data)")
     version = str(primary.get("VERSION", "") or "").strip()
     guess = layout_of_version(version) if version else "qr2"
@@ -171,7 +155,7 @@ def _cold(r: Rounds, release, ra, dec, half_size, size_arcsec, layouts, constant
     image_raw = rest[: image.data_start - n0]
     ident = (release, int(image.header.get("DETECTOR", 0)), calibration_token(image_raw, version))
     const = constants.get(ident)
-    target = _Target(image, r.key, ra, dec, half_size, size_arcsec)
+    target = locate(image.header, ra, dec, r.key, half_size, size_arcsec)
     box = target.box
 
     # Round 2: everything whose place is known or predicted.
@@ -185,7 +169,7 @@ def _cold(r: Rounds, release, ra, dec, half_size, size_arcsec, layouts, constant
     }
     var_pred = -1
     if const is not None:
-        _layout({const.psf_name: const.psf_hdu}, version, r.key)
+        file_layout({const.psf_name: const.psf_hdu}, version, r.key)
         var_pred = r.size - const.var_from_end
         spans["var"] = plane_span(var_pred, box)
         if const.var_header_len > 0:
@@ -235,7 +219,7 @@ def _cold(r: Rounds, release, ra, dec, half_size, size_arcsec, layouts, constant
         psf_data=r.size - const.psf_from_end,
     )  # fmt: skip
     fl = rice.decode(got["heap"]) if flags.is_compressed else cut(got["rows"], box, ">i4")
-    cutout = _assemble(r, layout, const, constants, target, got, fl, ra, dec)
+    cutout = _assemble(r, layout, const, constants, target, got, fl, ra, dec, size_arcsec)
     constants.update_hints(
         const,
         flags_header_len=len(flags_raw),
@@ -254,7 +238,7 @@ def _warm(layout: FileLayout, r: Rounds, release, ra, dec, half_size, size_arcse
     flags = layout.flags
     ident = (release, layout.detector, layout.token)
     const = constants.get(ident)
-    target = _Target(layout.image, r.key, ra, dec, half_size, size_arcsec)
+    target = locate(layout.image.header, ra, dec, r.key, half_size, size_arcsec, layout.wcs)
     box = target.box
     spans = {"image": plane_span(layout.image_data, box), "var": plane_span(layout.var_data, box)}
     if flags.is_compressed:
@@ -268,7 +252,7 @@ def _warm(layout: FileLayout, r: Rounds, release, ra, dec, half_size, size_arcse
     if const is None:
         const = _locate_constants(r, ident, layout.version, layout.variance, constants)
     fl = rice.decode(got["heap"]) if flags.is_compressed else cut(got["rows"], box, ">i4")
-    return _assemble(r, layout, const, constants, target, got, fl, ra, dec)
+    return _assemble(r, layout, const, constants, target, got, fl, ra, dec, size_arcsec)
 
 
 # ----------------------------------------------------------------------------- constants
@@ -285,13 +269,13 @@ def _locate_constants(r: Rounds, ident, version: str, variance: Hdu, constants) 
             n = header_len(raw)
             header = Header(raw[:n])
             name = str(header.get("EXTNAME", "")).strip().upper()
-            hdu = found[name] = Hdu(name, header, pos + n, _data_size(header))
+            hdu = found[name] = Hdu(name, header, pos + n, data_size(header))
             if hdu.data_start + hdu.data_size > r.size:
                 raise FitsReadError(f"{name} HDU at byte {pos} runs past the end of the file")
             raws[name] = (raw[:n], raw[n:])  # header, and the bytes read after it
             pos += n + padded(hdu.data_size)
         psf_name = "PSF" if "PSF" in found else "EPSF"
-        _layout({k: v for k, v in found.items() if k in ("PSF", "EPSF")}, version, r.key)
+        file_layout({k: v for k, v in found.items() if k in ("PSF", "EPSF")}, version, r.key)
         psf, wave = found[psf_name], found.get("WCS-WAVE")
         spans = {}
         if psf_name == "EPSF":
@@ -313,9 +297,9 @@ def _locate_constants(r: Rounds, ident, version: str, variance: Hdu, constants) 
 
 
 def _assemble(r: Rounds, layout: FileLayout, const: ConstantEntry, constants, target, got,
-              flags, ra, dec) -> Cutout:  # fmt: skip
+              flags, ra, dec, size_arcsec) -> Cutout:  # fmt: skip
     box = target.box
-    kind = _layout({const.psf_name: const.psf_hdu}, layout.version, r.key)
+    kind = file_layout({const.psf_name: const.psf_hdu}, layout.version, r.key)
 
     def psf_for(x_parent: float, y_parent: float):
         if kind == "r7":
@@ -331,7 +315,7 @@ def _assemble(r: Rounds, layout: FileLayout, const: ConstantEntry, constants, ta
         return k, plane
 
     return window_cutout(
-        r.key, layout.version, kind, layout.image.header, layout.flags.header, box,
+        r.key, layout.version, kind, layout.image.header, layout.flags.header, target,
         cut(got["image"], box, ">f4"), flags, cut(got["var"], box, ">f4"),
-        psf_for, const.wave, ra, dec, target.size_arcsec,
+        psf_for, const.wave, ra, dec, size_arcsec,
     )  # fmt: skip

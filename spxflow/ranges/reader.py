@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from spxflow.format import NPIX
-from spxflow.photometry.fitsread import BLOCK, FitsReadError, Hdu, Header, _data_size
+from spxflow.photometry.fitsread import BLOCK, FitsReadError, Hdu, Header, data_size
 from spxflow.photometry.rice import decode_tile, tiled_image
 from spxflow.ranges.client import ObjectChanged, RangeClient
 
@@ -55,11 +55,14 @@ class Rounds:
         if not spans:
             return {}
         self.rounds += 1
-        if len(spans) == 1:
-            ((name, span),) = spans.items()
-            return {name: self._get(span)}
-        futures = {k: self.executor.submit(self._get, v) for k, v in spans.items()}
+        *others, (name, span) = spans.items()
+        # The calling thread sends the last request itself: one thread hand-off fewer per round.
+        futures = {k: self.executor.submit(self._get, v) for k, v in others}
         out, error = {}, None
+        try:
+            out[name] = self._get(span)
+        except BaseException as exc:
+            error = exc
         for k, f in futures.items():
             try:
                 out[k] = f.result()
@@ -101,7 +104,7 @@ def hdu_at(name: str, raw: bytes, start: int) -> Hdu:
     got = str(header.get("EXTNAME", "")).strip().upper()
     if got != name:
         raise FitsReadError(f"HDU at byte {start} is {got or 'unnamed'!r}, expected {name}")
-    return Hdu(name, header, start + n, _data_size(header))
+    return Hdu(name, header, start + n, data_size(header))
 
 
 def check_plane(hdu: Hdu, bitpix: int) -> None:

@@ -70,12 +70,12 @@ def render_window(
     """(window Cutout, injected truth) of (ra, dec) on one image; CutoutError OFF_CUTOUT when
     the target is off the frame."""
     ih, fh = frame_headers(info, cfg.seed)
-    box = locate(ih, ra, dec, info.file_name, half_size, size_arcsec)
-    planes = render.render_planes(info, box, ra, dec, cfg)
+    target = locate(ih, ra, dec, info.file_name, half_size, size_arcsec)
+    planes = render.render_planes(info, target.box, ra, dec, cfg)
     tail = _tail(*render._tail_key(info, cfg.psf_header_erratum))
     cutout = window_cutout(
         info.file_name, render.file_version(info, cfg.psf_header_erratum), info.layout, ih, fh,
-        box, planes["IMAGE"], planes["FLAGS"], planes["VARIANCE"], tail.psf_for, tail.wave,
+        target, planes["IMAGE"], planes["FLAGS"], planes["VARIANCE"], tail.psf_for, tail.wave,
         ra, dec, size_arcsec,
     )  # fmt: skip
     simflux, simwave, simsrc = planes["sim"][:3]
