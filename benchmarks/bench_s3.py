@@ -6,11 +6,15 @@ Usage: python benchmarks/bench_s3.py [--n 200] [--latency 0.05] [--conc 1 8 32 6
        [--files 50] [--fit-threads 1]
 
 Both emulators run as child processes (their CLIs on free ports), so ``time.process_time()``
-of this process is the client's CPU alone (every thread: window readers, the round pool,
-urllib3, the fit); the emulators' CPU is read from /proc and printed beside it. The S3
+of this process is the client's CPU alone (every thread: window readers, the range loop's
+aiohttp requests, the fit); the emulators' CPU is read from /proc and printed beside it. The S3
 emulator renders a 32-row full-width band of a file on first touch (~0.4 s), so one untimed
 pass over the same windows warms it (and the per-detector constants) before anything is
-timed. Prints figures only; nothing is asserted (docs/s3.md, "Throughput").
+timed. S3 passes: cold (a fresh layout cache per read), catalog (one fresh cache for the
+pass, sources in order, as jobs share the on-disk cache) and warm. Cutout passes: c threads
+downloading (no per-host limit), and the workflow's own ``IrsaArchive.fetch_cutouts`` per
+source (``max_concurrent_per_host`` 2 and 3). Prints figures only; nothing is asserted
+(docs/s3.md, "Throughput").
 """
 
 from __future__ import annotations
@@ -228,20 +232,18 @@ def part1(s3: Child, ibe: Child, files) -> None:
 def s3_pass(s3: Child, windows, conc: int, layouts_for, constants, timeout_s: float = 30):
     """Read every window with ``conc`` threads (and ``conc`` requests in flight)."""
     client = RangeClient(s3.url, max_concurrency=conc, timeout_s=timeout_s, **FAST)
-    rounds = ThreadPoolExecutor(max(conc, 2), thread_name_prefix="rounds")
     workers = ThreadPoolExecutor(conc, thread_name_prefix="reader")
 
     def one(w: Window):
         return read_window(
             client, w.key, w.ra, w.dec, HALF, SIZE_ARCSEC,
-            layouts=layouts_for(), constants=constants, executor=rounds,
+            layouts=layouts_for(), constants=constants,
         )  # fmt: skip
 
     srv0, cpu0, t0 = s3.cpu(), time.process_time(), time.perf_counter()
     reads = pool_map(workers, one, windows)
     wall, cpu, srv = time.perf_counter() - t0, time.process_time() - cpu0, s3.cpu() - srv0
     workers.shutdown()
-    rounds.shutdown()
     client.close()
     return reads, wall, cpu, srv
 
@@ -397,7 +399,7 @@ def report2(results, workflow, n, latency, fit_threads):
     print(
         f"\n(2) Measurements/s, {n} windows (13 px, {SIZE_ARCSEC:g} arcsec), {latency * 1e3:g} ms "
         "latency on every request;\n    concurrency c = reading threads = requests in flight "
-        "(RangeClient max_concurrency) = round-pool threads.\n    S3 cold = a fresh "
+        "(RangeClient max_concurrency).\n    S3 cold = a fresh "
         "LayoutCache for every read; catalog = one fresh LayoutCache for the pass (each file's "
         "first read\n    cold, its other sources warm, as jobs share the on-disk cache); warm = "
         "every file's layout cached (constants cached in all).\n    cutouts, c threads = "

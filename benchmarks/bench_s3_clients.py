@@ -6,8 +6,9 @@ A static Range server (``ThreadingHTTPServer``, HTTP/1.1 keep-alive, 206 + Conte
 runs in a child process, so the client's CPU time (``time.process_time`` of this process, all
 its threads) is the client's alone. For each client: CPU per range GET and requests/s,
 sequential without latency and at concurrency ``--conc`` with ``--latency`` s added by the
-server to every request. Clients whose library is not installed are skipped (httpx, aiohttp
-and obstore are not dependencies of spxflow). Prints figures only; nothing is asserted.
+server to every request. Clients whose library is not installed are skipped (httpx and
+obstore are not dependencies of spxflow; aiohttp is, under RangeClient). Prints figures only;
+nothing is asserted.
 """
 
 from __future__ import annotations
@@ -82,6 +83,28 @@ def bench_spxflow(base, spans, conc, size):
         assert len(client.get(KEY, *s).data) == size
 
     return lambda: _threaded(fetch, spans, conc)
+
+
+def bench_spxflow_rounds(base, spans, conc, size):
+    """RangeClient.get_round: rounds of 4 GETs (a window read's round 2), conc / 4 threads."""
+    from spxflow.ranges.client import RangeClient
+
+    client = RangeClient(base, max_concurrency=max(conc, 1))
+    rounds = [spans[i : i + 4] for i in range(0, len(spans), 4)]
+
+    def fetch(group):
+        got = client.get_round(KEY, {str(i): s for i, s in enumerate(group)})
+        assert all(len(r.data) == size for r in got.values())
+
+    def job():
+        if conc == 1:
+            for g in rounds:
+                fetch(g)
+            return
+        with ThreadPoolExecutor(max(1, conc // 4)) as pool:
+            list(pool.map(fetch, rounds))
+
+    return job
 
 
 def bench_urllib3(base, spans, conc, size):
@@ -169,7 +192,8 @@ def bench_obstore(base, spans, conc, size):
 
 
 CLIENTS = {
-    "spxflow RangeClient (urllib3, threads)": bench_spxflow,
+    "spxflow RangeClient.get (threads)": bench_spxflow,
+    "spxflow RangeClient.get_round (4/round)": bench_spxflow_rounds,
     "urllib3 PoolManager (threads)": bench_urllib3,
     "httpx.Client (threads)": bench_httpx,
     "httpx.AsyncClient (asyncio)": bench_httpx_async,

@@ -73,9 +73,6 @@ class S3Pixels:
         sub = (lambda name: os.path.join(cache_dir, name)) if cache_dir else (lambda name: None)
         self.layouts = LayoutCache(sub("s3-layouts"))
         self.constants = ConstantCache(sub("s3-constants"))
-        # The requests of each read's rounds run here, never in the pool that calls
-        # read_window (a round waits for its requests); as wide as the request cap.
-        self.rounds = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="spx-rounds")
 
     def fetch_windows(
         self, rows: Iterable[Mapping], ra: float, dec: float, half_size: int, size_arcsec: float
@@ -95,7 +92,7 @@ class S3Pixels:
             result.key = key_of_row(row, self.ibe_data_url)
             read = read_window(
                 self.client, result.key, ra, dec, half_size, size_arcsec,
-                layouts=self.layouts, constants=self.constants, executor=self.rounds,
+                layouts=self.layouts, constants=self.constants,
             )  # fmt: skip
         except (CutoutError, ArchiveError) as exc:
             return result.fail(exc)

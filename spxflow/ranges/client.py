@@ -1,7 +1,8 @@
 """A byte-range client fit for an object store (S3 ``GetObject`` with one ``Range`` per GET).
 
-- Pooled keep-alive connections (urllib3, one pool per host, ``max_concurrency`` connections)
-  and a process-wide cap on requests in flight per host, shared by every thread.
+- Pooled keep-alive connections (aiohttp, ``max_concurrency`` per client) on the process's
+  range loop (``loop.py``), and a process-wide cap on requests in flight per host, shared by
+  every thread; ``get_round`` sends a round of GETs of one object with one thread hand-off.
 - ``get`` sends ``Range: bytes=a-b``, requires ``206`` with a matching ``Content-Range`` (a
   ``200`` is accepted only as the whole object, then sliced) and a body of exactly the range.
 - Transient failures (5xx, ``SlowDown``, 429, timeouts, resets, refused connections, short
@@ -16,21 +17,25 @@ Library choice and measurements: docs/s3.md.
 
 from __future__ import annotations
 
-import http.client
+import asyncio
+import collections
+import os
 import random
 import re
 import threading
-import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-import urllib3
+import aiohttp
 
 from spxflow.archive.base import ArchiveError
 from spxflow.archive.http import parse_retry_after
+from spxflow.ranges import loop
+from spxflow.ranges.loop import run
 
-USER_AGENT = "spxflow (SPHEREx spectra workflow; range reader; urllib3)"
+USER_AGENT = "spxflow (SPHEREx spectra workflow; range reader; aiohttp)"
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_IGNORED_RANGE_BYTES = 16 << 20  # largest whole object accepted from a server ignoring Range
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
@@ -91,44 +96,55 @@ class _Transient(Exception):
 
 
 class _Limiter:
-    """At most ``limit`` requests in flight; the limit can be changed while in use."""
+    """At most ``limit`` requests in flight; the limit can change while in use. Used on the
+    range loop only, so a counter and a queue of waiters need no lock."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.in_flight = 0
-        self._cond = threading.Condition()
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
-    def __enter__(self):
-        with self._cond:
-            while self.in_flight >= self.limit:
-                self._cond.wait()
-            self.in_flight += 1
+    async def __aenter__(self):
+        while self.in_flight >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # woken by __aexit__ (or resize); then checks again
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake(1)  # woken, then cancelled: pass the free slot on
+                raise
+        self.in_flight += 1
 
-    def __exit__(self, *exc):
-        with self._cond:
-            self.in_flight -= 1
-            self._cond.notify()
+    async def __aexit__(self, *exc):
+        self.in_flight -= 1
+        self._wake(1)
 
-    def resize(self, limit: int) -> None:
-        with self._cond:
-            self.limit = limit
-            self._cond.notify_all()
+    def _wake(self, n: int) -> None:
+        while n > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled waiter is skipped
+                waiter.set_result(None)
+                n -= 1
+
+    async def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._wake(len(self._waiters))
 
 
 # One limiter per (scheme, host:port) for the whole process: every client and thread of a job
-# shares it. A new client sets the limit (one job configures one client).
-_LIMITERS: dict[tuple[str, str], _Limiter] = {}
-_LIMITERS_LOCK = threading.Lock()
+# shares it. A new client sets the limit (one job configures one client). Loop thread only.
+_LIMITERS: dict[tuple[int, str, str], _Limiter] = {}  # (pid: a forked child has its own loop)
 
 
-def _limiter(scheme: str, netloc: str, limit: int) -> _Limiter:
-    with _LIMITERS_LOCK:
-        lim = _LIMITERS.get((scheme, netloc))
-        if lim is None:
-            lim = _LIMITERS[(scheme, netloc)] = _Limiter(limit)
-        else:
-            lim.resize(limit)
-        return lim
+async def _limiter(scheme: str, netloc: str, limit: int) -> _Limiter:
+    key = (os.getpid(), scheme, netloc)
+    lim = _LIMITERS.get(key)
+    if lim is None:
+        lim = _LIMITERS[key] = _Limiter(limit)
+    else:
+        await lim.resize(limit)
+    return lim
 
 
 def _s3_error(body: bytes) -> tuple[str, str]:
@@ -169,7 +185,8 @@ def _check_key(key: str) -> None:
 
 
 class RangeClient:
-    """Byte ranges of objects under ``base_url`` (see the module docstring). Thread-safe."""
+    """Byte ranges of objects under ``base_url`` (see the module docstring). Thread-safe: any
+    thread may call it; the requests run on the process's range loop (``loop.py``)."""
 
     def __init__(
         self,
@@ -198,22 +215,14 @@ class RangeClient:
         self.attempts = int(attempts)
         self.backoff_s = float(backoff_s)
         self.backoff_max_s = float(backoff_max_s)
-        self._pools = urllib3.PoolManager(
-            num_pools=max(4, len(self.allowed_hosts)),
-            maxsize=self.max_concurrency,
-            block=False,
-            retries=False,
-            timeout=urllib3.Timeout(connect=self.timeout_s, read=self.timeout_s),
-            headers={"User-Agent": USER_AGENT},
-        )
-        # Every URL is base_url/key (url_for), so one pool serves them: requests skip the
-        # PoolManager's per-URL parsing and pool look-up.
-        self._pool = self._pools.connection_from_url(self.base_url)
-        self._origin = f"{parts.scheme}://{parts.netloc}"
-        self._limit = _limiter(parts.scheme, self.netloc, self.max_concurrency)
         self._rng = random.Random()
         self._lock = threading.Lock()
         self.reset_stats()
+        self._limit = run(_limiter(parts.scheme, self.netloc, self.max_concurrency))
+        # The session lives in a box, so a client collected without close() can still have
+        # its connections closed on the loop (weakref.finalize must not hold the client).
+        self._box: list[aiohttp.ClientSession | None] = [None]
+        weakref.finalize(self, lambda box: loop.close_soon(box[0]), self._box)
 
     # ------------------------------------------------------------------ locations
     def url_for(self, key: str) -> str:
@@ -229,10 +238,47 @@ class RangeClient:
     # ------------------------------------------------------------------ requests
     def get(self, key: str, start: int, end: int, *, if_match: str | None = None) -> Ranged:
         """Bytes ``[start, end)`` of ``key`` (clamped at the object's end, as S3 does)."""
+        return run(self._get(key, start, end, if_match))
+
+    def get_round(
+        self, key: str, spans: dict[str, tuple[int, int]], *, if_match: str | None = None
+    ) -> dict[str, Ranged | Exception]:
+        """Every ``name: (start, end)`` of ``spans`` fetched concurrently; each name maps to
+        its ``Ranged`` or to the exception that ended it (all requests are waited for)."""
+        url = self.url_for(key)  # ForbiddenLocation before any request
+
+        async def one_round():
+            names = list(spans)
+            got = await asyncio.gather(
+                *(self._get(key, *spans[n], if_match, url) for n in names),
+                return_exceptions=True,
+            )
+            return dict(zip(names, got, strict=True))
+
+        out = run(one_round())
+        for v in out.values():
+            if isinstance(v, BaseException) and not isinstance(v, Exception):
+                raise v  # KeyboardInterrupt, CancelledError: not a per-request outcome
+        return out
+
+    def head(self, key: str) -> tuple[int, str]:
+        """(size in bytes, ETag) of ``key``."""
+
+        def check(resp, body: bytes) -> tuple[int, str]:
+            size = resp.headers.get("Content-Length")
+            if resp.status != 200 or size is None:
+                raise RangeReadError(f"HEAD {key}: HTTP {resp.status} without a size", key=key)
+            return int(size), resp.headers.get("ETag", "")
+
+        return run(self._request("HEAD", key, {}, f"HEAD {key}", check))
+
+    async def _get(
+        self, key: str, start: int, end: int, if_match: str | None, url: str | None = None
+    ) -> Ranged:
         start, end = int(start), int(end)
         if start < 0 or end <= start:
             raise ValueError(f"{key}: empty or negative range [{start}, {end})")
-        headers = {"User-Agent": USER_AGENT, "Range": f"bytes={start}-{end - 1}"}
+        headers = {"Range": f"bytes={start}-{end - 1}"}
         if if_match:
             headers["If-Match"] = if_match
         what = f"{key} bytes [{start}, {end})"
@@ -259,26 +305,15 @@ class RangeClient:
                 raise _Transient(f"truncated body ({len(body)} of {b - a + 1} bytes)")
             return Ranged(body, start, total, etag)
 
-        return self._request("GET", key, headers, what, check)
+        return await self._request("GET", key, headers, what, check, url)
 
-    def head(self, key: str) -> tuple[int, str]:
-        """(size in bytes, ETag) of ``key``."""
-
-        def check(resp, body: bytes) -> tuple[int, str]:
-            size = resp.headers.get("Content-Length")
-            if resp.status != 200 or size is None:
-                raise RangeReadError(f"HEAD {key}: HTTP {resp.status} without a size", key=key)
-            return int(size), resp.headers.get("ETag", "")
-
-        return self._request("HEAD", key, {"User-Agent": USER_AGENT}, f"HEAD {key}", check)
-
-    def _request(self, method: str, key: str, headers: dict, what: str, check):
-        url = self.url_for(key)[len(self._origin) :]  # the path on the one pool's host
+    async def _request(self, method: str, key: str, headers: dict, what: str, check, url=None):
+        url = url or self.url_for(key)
         cause = ""
         for attempt in range(1, self.attempts + 1):
             retry_after = None
             try:
-                out = self._attempt(method, url, key, headers, what, check)
+                out = await self._attempt(method, url, key, headers, what, check)
                 if isinstance(out, Ranged):
                     out = Ranged(out.data, out.start, out.total, out.etag, attempt)
                 return out
@@ -287,13 +322,13 @@ class RangeClient:
             except ArchiveError as exc:  # permanent: 412, 403/404, 416, a bad Content-Range
                 exc.attempts = attempt
                 raise
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 cause = f"{type(exc).__name__}: {exc}"
             if attempt == self.attempts:
                 break
             with self._lock:
                 self._stats["retries"] += 1
-            time.sleep(self._delay(attempt, retry_after))
+            await asyncio.sleep(self._delay(attempt, retry_after))
         raise RangeReadError(
             f"{what}: failed after {self.attempts} attempts; last: {cause}",
             key=key,
@@ -310,34 +345,52 @@ class RangeClient:
             d = max(d, min(retry_after, self.backoff_max_s))
         return d
 
-    def _attempt(self, method: str, url: str, key: str, headers: dict, what: str, check):
-        with self._limit:
+    def _pool(self) -> aiohttp.ClientSession:
+        """The client's keep-alive connections (made on the loop at the first request)."""
+        if self._box[0] is None:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.timeout_s, sock_read=self.timeout_s
+                ),
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+                auto_decompress=False,
+            )
+            # aiohttp silently re-sends a GET whose reused connection was reset; our retry
+            # loop does that (counted, with backoff), so the counters match the server's.
+            # tests/test_ranges.py::test_transient_faults_are_retried fails if this is lost.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
+            loop.opened(session)
+            self._box[0] = session
+        return self._box[0]
+
+    async def _attempt(self, method: str, url, key: str, headers: dict, what: str, check):
+        async with self._limit:
             self._count(key, requests=1)
-            resp = self._pool.urlopen(
-                method, url, headers=headers, preload_content=False, redirect=False,
-                assert_same_host=False,
-            )  # fmt: skip
-            ok = False
-            try:
-                size = resp.headers.get("Content-Length")
-                if method == "GET" and resp.status == 200 and size is not None:
-                    if int(size) > MAX_IGNORED_RANGE_BYTES:
-                        raise RangeReadError(
-                            f"{what}: the server ignored Range and sends all {size} bytes",
-                            key=key,
-                            attempts=1,
-                        )
-                body = resp.read() if method == "GET" else b""
-                self._count(key, nbytes=len(body))
-                if resp.status not in (200, 206):
-                    return self._failed(resp, body, key, what, headers)
-                out = check(resp, body)
-                ok = True
-                return out
-            finally:
-                if not ok:
-                    resp.close()  # drop the connection: the next attempt gets a fresh one
-                resp.release_conn()
+            async with self._pool().request(
+                method, url, headers=headers, allow_redirects=False
+            ) as resp:
+                ok = False
+                try:
+                    size = resp.headers.get("Content-Length")
+                    if method == "GET" and resp.status == 200 and size is not None:
+                        if int(size) > MAX_IGNORED_RANGE_BYTES:
+                            raise RangeReadError(
+                                f"{what}: the server ignored Range and sends all {size} bytes",
+                                key=key,
+                                attempts=1,
+                            )
+                    body = await resp.read() if method == "GET" else b""
+                    self._count(key, nbytes=len(body))
+                    if resp.status not in (200, 206):
+                        return self._failed(resp, body, key, what, headers)
+                    out = check(resp, body)
+                    ok = True
+                    return out
+                finally:
+                    if not ok:
+                        resp.close()  # drop the connection: the next attempt gets a fresh one
 
     def _failed(self, resp, body: bytes, key: str, what: str, headers: dict):
         code, message = _s3_error(body)
@@ -384,8 +437,15 @@ class RangeClient:
         with self._lock:
             self._stats = {"requests": 0, "bytes": 0, "retries": 0, "keys": {}}
 
+    async def _close(self) -> None:
+        session, self._box[0] = self._box[0], None
+        if session is not None:
+            loop.closed(session)
+            await session.close()
+
     def close(self) -> None:
-        self._pools.clear()
+        """Close the keep-alive connections (a later request opens new ones)."""
+        run(self._close())
 
     def __enter__(self) -> RangeClient:
         return self

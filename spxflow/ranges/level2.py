@@ -18,8 +18,6 @@ also walks the ZODI/PSF|EPSF/WCS-WAVE headers and reads the constants (EPSF: the
 from __future__ import annotations
 
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from spxflow.format import layout_of_version, psf_plane, release_of_path
@@ -48,8 +46,6 @@ from spxflow.ranges.reader import (
 FIRST_READ = 32768  # round 1: primary + IMAGE header (+ grow until END)
 FLAGS_GUESS = {"qr2": 14400, "r7": 17280}  # FLAGS header guesses before any file was seen
 DESC_GUESS = 16320  # R7 descriptor table: 2040 tiles x 8 bytes
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
 
 
 @dataclass
@@ -68,16 +64,6 @@ def _result(r: Rounds, cutout: Cutout, replaced: bool) -> WindowRead:
     return WindowRead(cutout, r.etag or "", r.requests, r.bytes, r.rounds, replaced)
 
 
-def _pool() -> ThreadPoolExecutor:
-    """The process's pool for the requests of a round (never the pool calling read_window:
-    a round waits for its requests)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="spx-ranges")
-        return _POOL
-
-
 def read_window(
     client: RangeClient,
     key: str,
@@ -88,7 +74,6 @@ def read_window(
     *,
     layouts: LayoutCache,
     constants: ConstantCache,
-    executor: ThreadPoolExecutor | None = None,
 ) -> WindowRead:
     """The measurement window of (ra, dec) on Level-2 object ``key`` (see the module
     docstring). CutoutError (READ_FAILED, BAD_WCS, OFF_CUTOUT) for a bad file or a target
@@ -98,7 +83,7 @@ def read_window(
         release = release_of_path(key)
     except ValueError as exc:
         raise CutoutError("READ_FAILED", f"{key}: {exc}") from None
-    r = Rounds(client, key, executor or _pool())
+    r = Rounds(client, key)
     args = (r, release, ra, dec, half_size, size_arcsec, layouts, constants)
     replaced = False
     layout = layouts.get(key)

@@ -8,9 +8,6 @@ run of full-width rows) and decode the R7 FLAGS rows of one heap run with rice.p
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from spxflow.format import NPIX
@@ -26,48 +23,35 @@ ROW = NPIX * 4  # bytes per row of a 2040-wide 32-bit plane
 class Rounds:
     """Range reads of one key with per-read counters; rounds run their requests in parallel."""
 
-    def __init__(self, client: RangeClient, key: str, executor: ThreadPoolExecutor):
-        self.client, self.key, self.executor = client, key, executor
+    def __init__(self, client: RangeClient, key: str):
+        self.client, self.key = client, key
         self.etag: str | None = None
         self.size = -1
         self.requests = self.bytes = self.rounds = 0
-        self._lock = threading.Lock()
-
-    def _get(self, span: tuple[int, int]) -> bytes:
-        try:
-            got = self.client.get(self.key, span[0], span[1], if_match=self.etag)
-        except Exception as exc:
-            with self._lock:
-                self.requests += getattr(exc, "attempts", 0) or 1
-            raise
-        with self._lock:
-            self.requests += got.attempts
-            self.bytes += len(got.data)
-        if self.size >= 0 and got.total != self.size:
-            raise ObjectChanged(f"{self.key}: size changed from {self.size} to {got.total}")
-        if self.etag is None:
-            self.etag, self.size = got.etag, got.total
-        return got.data
 
     def round(self, spans: dict[str, tuple[int, int]]) -> dict[str, bytes]:
-        """One round: every span fetched concurrently."""
+        """One round: every span fetched concurrently (``RangeClient.get_round``); the first
+        error raises once every request has ended."""
         spans = {k: v for k, v in spans.items() if v is not None}
         if not spans:
             return {}
         self.rounds += 1
-        *others, (name, span) = spans.items()
-        # The calling thread sends the last request itself: one thread hand-off fewer per round.
-        futures = {k: self.executor.submit(self._get, v) for k, v in others}
+        got = self.client.get_round(self.key, spans, if_match=self.etag)
         out, error = {}, None
-        try:
-            out[name] = self._get(span)
-        except BaseException as exc:
-            error = exc
-        for k, f in futures.items():
-            try:
-                out[k] = f.result()
-            except BaseException as exc:  # wait for every request, then raise the first error
-                error = error or exc
+        for name, r in got.items():
+            if isinstance(r, Exception):
+                self.requests += getattr(r, "attempts", 0) or 1
+                error = error or r
+                continue
+            self.requests += r.attempts
+            self.bytes += len(r.data)
+            if self.size >= 0 and r.total != self.size:
+                error = error or ObjectChanged(
+                    f"{self.key}: size changed from {self.size} to {r.total}"
+                )
+            elif self.etag is None:
+                self.etag, self.size = r.etag, r.total
+            out[name] = r.data
         if error is not None:
             raise error
         return out
