@@ -20,12 +20,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from spxflow.fileio import sha256_bytes, write_bytes_atomic
 from spxflow.photometry.celestial import TanSip
 from spxflow.photometry.cutout import frame_wcs
 from spxflow.photometry.epsf import EpsfLattice, read_epsf_row, read_lattice
@@ -65,19 +65,12 @@ def _digest(*parts: str) -> str:
 
 
 def _write(path: str, meta: dict, blobs: dict[str, bytes]) -> None:
-    """meta + blobs to ``path`` atomically (temporary name in the same directory, rename)."""
+    """meta + blobs to ``path`` atomically (``fileio.write_bytes_atomic``). Two jobs writing
+    the same entry at once lose nothing: either copy is whole, and ``put`` ignores the
+    OSError of the one whose temporary file the other cleared."""
     body = b"".join(blobs.values())
-    head = dict(meta, blobs=[[k, len(v)] for k, v in blobs.items()])
-    head["sha256"] = hashlib.sha256(body).hexdigest()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(_MAGIC + json.dumps(head).encode() + b"\n" + body)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    head = dict(meta, blobs=[[k, len(v)] for k, v in blobs.items()], sha256=sha256_bytes(body))
+    write_bytes_atomic(path, _MAGIC + json.dumps(head).encode() + b"\n" + body)
 
 
 def _read(path: str) -> tuple[dict, dict[str, bytes]] | None:
@@ -89,7 +82,7 @@ def _read(path: str) -> tuple[dict, dict[str, bytes]] | None:
             return None
         line, _, body = raw[len(_MAGIC) :].partition(b"\n")
         meta = json.loads(line)
-        if hashlib.sha256(body).hexdigest() != meta.pop("sha256"):
+        if sha256_bytes(body) != meta.pop("sha256"):
             return None
         blobs, pos = {}, 0
         for name, n in meta.pop("blobs"):
@@ -208,7 +201,6 @@ class LayoutCache:
             self._mem[layout.key] = layout
         if self.directory:
             with contextlib.suppress(OSError):  # a cache that cannot be written is no error
-                os.makedirs(self._dir(layout.key), exist_ok=True)
                 blobs = {name: getattr(layout, name) for name in FileLayout._BLOBS}
                 _write(self._path(layout.key, layout.etag), layout.meta(), blobs)
 
