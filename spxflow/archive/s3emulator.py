@@ -311,16 +311,20 @@ class _Handler(LoopbackHandler):
         except (BrokenPipeError, ConnectionResetError):
             status, self.close_connection = "aborted", True
         finally:
-            self._leave()
-            with stats.lock:
-                stats.status[str(status)] += 1
+            self._leave(status)
 
-    def _leave(self) -> None:
-        """End this request's in-flight count (once; before the last body byte is sent)."""
+    def _leave(self, status, nbytes: int = 0) -> None:
+        """End this request in the statistics, once: its in-flight count, body bytes and
+        status. A full answer calls it before its last body byte, so a client holding the
+        answer always sees it counted."""
         if not self._left:
             self._left = True
-            with self.server.stats.lock:
-                self.server.stats.in_flight -= 1
+            stats = self.server.stats
+            with stats.lock:
+                stats.in_flight -= 1
+                stats.bytes_sent += nbytes
+                self._key_stats["bytes"] += nbytes
+                stats.status[str(status)] += 1
 
     # -------------------------------------------------------------- serving
     def _serve(self, key: str, rng: str, head: bool, n_range: int):
@@ -436,18 +440,19 @@ class _Handler(LoopbackHandler):
             self.close_connection = True
             self._count_bytes(len(part))
             return "truncate"
-        if len(body) > 1:  # the in-flight count drops before the last byte (emulator.py)
+        if self._left:  # a control request: not counted
+            wfile.write(head + body)
+        elif len(body) > 1:  # counted before the last byte (emulator.py does the same)
             if len(body) < 65536:
                 wfile.write(head + body[:-1])
             else:
                 wfile.write(head)
                 wfile.write(memoryview(body)[:-1])
-            self._leave()
+            self._leave(code, len(body))
             wfile.write(body[-1:])
         else:
-            self._leave()
+            self._leave(code, len(body))
             wfile.write(head + body)
-        self._count_bytes(len(body))
         return code
 
     def _count_bytes(self, n: int) -> None:

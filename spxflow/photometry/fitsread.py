@@ -215,11 +215,18 @@ def data_size(h: Header) -> int:
 def scan(buf) -> list[Hdu]:
     """Every HDU's header and data offsets in a bytes-like ``buf`` (bytes or mmap); raises
     FitsReadError on a truncated or non-FITS buffer."""
+    if len(buf) < BLOCK or bytes(buf[:9]) != b"SIMPLE  =":
+        raise FitsReadError("not a FITS file (no SIMPLE card)")
+    return walk(buf)
+
+
+def walk(buf, first: str = "PRIMARY") -> list[Hdu]:
+    """The HDUs of ``buf`` from its first byte (a whole file, or a run of extensions);
+    an HDU without EXTNAME is ``first`` if it comes first, else ''. FitsReadError on a
+    truncated buffer."""
     hdus: list[Hdu] = []
     size = len(buf)
     pos = 0
-    if size < BLOCK or bytes(buf[:9]) != b"SIMPLE  =":
-        raise FitsReadError("not a FITS file (no SIMPLE card)")
     while pos < size:
         end = _find_end(buf, pos)
         if end < 0:
@@ -227,7 +234,7 @@ def scan(buf) -> list[Hdu]:
         header = Header(bytes(buf[pos:end]))
         start = end
         nbytes = data_size(header)
-        name = str(header.get("EXTNAME", "PRIMARY" if not hdus else "")).strip().upper()
+        name = str(header.get("EXTNAME", first if not hdus else "")).strip().upper()
         if start + nbytes > size:
             raise FitsReadError(
                 f"truncated data in HDU {len(hdus)} ({name}): needs {start + nbytes} bytes, "

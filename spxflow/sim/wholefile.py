@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from spxflow.format import CALIBRATION_TOKENS, NPIX, calibration_file_name, calibration_token
+from spxflow.photometry.fitsread import walk
 from spxflow.sim import r7, render
 from spxflow.sim.fitsout import BLOCK, header_bytes, image_structure_cards
 from spxflow.sim.survey import ImageInfo
@@ -154,46 +155,11 @@ _DESCRIPTORS = (
 def hdu_layout(data: bytes, start: int = 0, first_name: str = "PRIMARY") -> dict:
     """HDU name -> (header_offset, data_offset, data_end) of FITS bytes (``data_end``: end of
     the data proper, before block padding); offsets are shifted by ``start``."""
-    out = {}
-    pos, n = 0, 0
-    while pos < len(data):
-        cards, hdr_end = {}, pos
-        while True:
-            block = data[hdr_end : hdr_end + BLOCK]
-            if len(block) < BLOCK:
-                raise ValueError(f"truncated FITS header at byte {start + hdr_end}")
-            hdr_end += BLOCK
-            done = False
-            for i in range(0, BLOCK, 80):
-                c = block[i : i + 80].decode("ascii", "replace")
-                key = c[:8].rstrip()
-                if key == "END":
-                    done = True
-                    break
-                if c[8:10] == "= ":
-                    value = c[10:].strip()
-                    if value.startswith("'"):  # a string: up to the closing quote
-                        cards[key] = value[1:].split("'", 1)[0].strip()
-                    else:
-                        cards[key] = value.split("/", 1)[0].strip()
-            if done:
-                break
-        naxis = int(cards.get("NAXIS", 0))
-        size = 0
-        if naxis:
-            size = 1
-            for i in range(1, naxis + 1):
-                size *= int(cards[f"NAXIS{i}"])
-        size = (
-            abs(int(cards.get("BITPIX", 8)))
-            // 8
-            * int(cards.get("GCOUNT", 1))
-            * (size + int(cards.get("PCOUNT", 0)))
-        )
-        name = cards.get("EXTNAME") or (first_name if n == 0 else f"HDU{n}")
-        out[name] = (start + pos, start + hdr_end, start + hdr_end + size)
-        pos = hdr_end + size + (-size % BLOCK)
-        n += 1
+    out, pos = {}, 0
+    for n, hdu in enumerate(walk(data, first_name)):
+        end = hdu.data_start + hdu.data_size
+        out[hdu.name or f"HDU{n}"] = (start + pos, start + hdu.data_start, start + end)
+        pos = end + (-hdu.data_size % BLOCK)
     return out
 
 
