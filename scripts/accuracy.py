@@ -7,7 +7,7 @@ snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
 with rule_logging(snakemake.log[0], "accuracy", "all sources"):
     rules.accuracy(
-        list(snakemake.input.measurements),
-        list(snakemake.input.cutout_indexes),
+        rules.recorded_files(snakemake.input.measured, "measurements"),
+        rules.recorded_files(snakemake.input.measured, "cutout_index"),
         snakemake.output[0],
     )

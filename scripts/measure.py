@@ -1,4 +1,4 @@
-"""Rule `measure`: unpacks the snakemake object; the logic is spxflow.rules."""
+"""Rule `measure` (one per chunk): unpacks the snakemake object; the logic is spxflow.rules."""
 
 from spxflow import rules
 from spxflow.rulelog import rule_logging
@@ -6,15 +6,17 @@ from spxflow.settings import Runtime, Science
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
-source = snakemake.wildcards.source
-with rule_logging(snakemake.log[0], "measure", f"source {source}"):
+chunk = snakemake.params.chunk
+with rule_logging(snakemake.log[0], "measure", f"chunk {chunk}"):
     rules.measure(
         Science.from_params(snakemake.params.science),
         Runtime.from_config(snakemake.config),
-        source,
-        snakemake.params.target,
+        chunk,
+        snakemake.params.targets,
         snakemake.params.neighbours,
+        snakemake.input.discovery,
         snakemake.input.calibration_index,
-        rules.MeasureOutputs(**dict(snakemake.output.items())),
+        rules.per_source(snakemake.params.targets, snakemake.output, rules.MeasureOutputs),
+        snakemake.output.record,
         threads=snakemake.threads,
     )

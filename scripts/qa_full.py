@@ -1,4 +1,4 @@
-"""Rule `qa_full`: unpacks the snakemake object; the logic is spxflow.rules."""
+"""Rule `qa_full` (one per chunk): unpacks the snakemake object; the logic is spxflow.rules."""
 
 from spxflow import rules
 from spxflow.rulelog import rule_logging
@@ -6,19 +6,18 @@ from spxflow.settings import Runtime, Science
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
-source = snakemake.wildcards.source
-with rule_logging(snakemake.log[0], "qa_full", f"source {source}"):
+chunk = snakemake.params.chunk
+with rule_logging(snakemake.log[0], "qa_full", f"chunk {chunk}"):
     rules.qa_full(
         Science.from_params(snakemake.params.science),
         Runtime.from_config(snakemake.config),
-        source,
-        snakemake.params.target,
+        chunk,
+        snakemake.params.targets,
         snakemake.params.neighbours,
         snakemake.params.cutout_dir,
-        snakemake.input.measurements,
-        snakemake.input.stamps,
+        snakemake.input.measured,
         snakemake.input.calibration_index,
-        snakemake.output.pngs,
-        snakemake.output.manifest,
+        rules.per_source(snakemake.params.targets, snakemake.output, rules.QaFullOutputs),
+        snakemake.output.record,
         threads=snakemake.threads,
     )

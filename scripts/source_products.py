@@ -1,4 +1,5 @@
-"""Rule `source_products`: unpacks the snakemake object; the logic is spxflow.rules."""
+"""Rule `source_products` (one per chunk): unpacks the snakemake object; the logic is
+spxflow.rules."""
 
 from spxflow import rules
 from spxflow.rulelog import rule_logging
@@ -6,15 +7,17 @@ from spxflow.settings import Runtime, Science
 
 snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
-source = snakemake.wildcards.source
-with rule_logging(snakemake.log[0], "source_products", f"source {source}"):
+chunk = snakemake.params.chunk
+with rule_logging(snakemake.log[0], "source_products", f"chunk {chunk}"):
     rules.source_products(
         Science.from_params(snakemake.params.science),
         snakemake.params.plots,
         Runtime.from_config(snakemake.config),
-        source,
-        snakemake.params.target,
+        chunk,
+        snakemake.params.targets,
         snakemake.params.neighbours,
-        rules.ProductInputs(**dict(snakemake.input.items())),
-        rules.ProductOutputs(**dict(snakemake.output.items())),
+        snakemake.input.measured,
+        snakemake.input.calibration_index,
+        rules.per_source(snakemake.params.targets, snakemake.output, rules.ProductOutputs),
+        snakemake.output.record,
     )

@@ -8,7 +8,7 @@ snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_logging(snakemake.log[0], "summary", "all sources"):
     rules.summary(
         snakemake.input.catalog,
-        list(snakemake.input.measurements),
+        rules.recorded_files(snakemake.input.measured, "measurements"),
         snakemake.output.sources,
         snakemake.output.fits,
     )

@@ -49,13 +49,22 @@ def cmd_rerun(args) -> int:
     if args.update:
         marked = rerun.mark_for_update(sources, str(results))
         what = "re-query discovery; images measured before are carried over"
+        # The discover job of a batch re-runs as a whole, and so do its chunks' measure jobs.
+        mates = rerun.mark_mates(marked, str(results), "discover")
+        rerun.set_aside_discovery(marked, str(results))
     else:
         marked = rerun.mark_failed(sources, str(results))
         what = "re-fetch the cutouts that failed; the others are carried over"
+        mates = rerun.mark_mates(marked, str(results), "measure")
     print(
         f"spxflow rerun: {len(marked)} of {len(sources)} measured source(s) marked to {what}"
         + (f": {', '.join(marked[:20])}" + (" ..." if len(marked) > 20 else "") if marked else "")
     )
+    if mates:
+        print(
+            f"spxflow rerun: {len(mates)} other source(s) share a measure job (a chunk) with "
+            "them and are marked to carry over what they measured"
+        )
     if not args.snakemake_args:
         if marked:
             print("spxflow rerun: now run snakemake (with your usual profile) to re-measure them")

@@ -3,14 +3,17 @@
 ``python -m spxflow rerun`` marks sources before Snakemake builds its DAG (never while the
 Snakefile is parsed, which happens for dry runs, ``--lint``, ``--report`` and in every spawned
 job). Marking a source sets its cutout index and measurements aside under ``*.retry.*`` names:
-the missing cutout index (requested by ``rule all``) makes Snakemake re-run the source's
-measure job, which carries the set-aside rows over instead of fetching those images again
-(Snakemake deletes a job's outputs before it runs, hence the other name) and removes the
-set-aside files once it has written its own outputs.
+the missing cutout index (requested by ``rule all``) makes Snakemake re-run the measure job of
+the source's chunk, which carries the set-aside rows over instead of fetching those images
+again (Snakemake deletes a job's outputs before it runs, hence the other name) and removes the
+set-aside files once it has written its own outputs. The other sources of that job are marked
+too (``mark_mates``), and ``--update`` also sets the batch's discovery table aside, so its
+discover job queries the archive again.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field
 
@@ -59,6 +62,34 @@ def mark_failed(sources: list[str], results_dir: str = "results") -> list[str]:
             _set_aside(source, results_dir)
             marked.append(source)
     return marked
+
+
+def mark_mates(
+    marked: list[str], results_dir: str = "results", stage: str = "measure"
+) -> list[str]:
+    """Mark the other measured sources that share a job with a marked source (the records of
+    ``stage`` say which: "measure" for a chunk, "discover" for a batch of chunks): Snakemake
+    re-runs such a job as a whole, so they carry over what they measured instead of fetching
+    it all again."""
+    chosen, mates = set(marked), []
+    for path in sorted(glob.glob(os.path.join(results_dir, "chunks", stage, "*.json"))):
+        members = read_json(path)["sources"]
+        if chosen & set(members):
+            mates += [s for s in members if s not in chosen]
+    return mark_for_update(mates, results_dir)
+
+
+def set_aside_discovery(marked: list[str], results_dir: str = "results") -> list[str]:
+    """Set aside the discovery tables of the batches that hold a marked source, so that their
+    discover job queries the archive again (``rerun --update``); returns the tables."""
+    chosen, tables = set(marked), []
+    for path in sorted(glob.glob(os.path.join(results_dir, "chunks", "discover", "*.json"))):
+        record = read_json(path)
+        table = record["files"]["table"]
+        if chosen & set(record["sources"]) and os.path.exists(table):
+            os.replace(table, set_aside_table(table))
+            tables.append(table)
+    return tables
 
 
 @dataclass(frozen=True)
@@ -137,6 +168,17 @@ def carried_frame(carry: CarryOver) -> pd.DataFrame | None:
     if not carry.rows:
         return None
     return pd.DataFrame(list(carry.rows.values()))
+
+
+def set_aside_table(path: str) -> str:
+    """Where ``rerun --update`` sets a batch's discovery table aside (its discover job then
+    queries the archive again)."""
+    return path[: -len(".parquet")] + ".retry.parquet"
+
+
+def discard_set_aside_table(path: str) -> None:
+    if os.path.exists(set_aside_table(path)):
+        os.unlink(set_aside_table(path))
 
 
 def discard_set_aside(source: str, results_dir: str = "results") -> None:

@@ -9,10 +9,12 @@ only files a job both writes and reads are the cutouts it downloads and then mea
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from spxflow import catalog as catalog_io
 from spxflow.archive import make_archive, normalise_discovery
 from spxflow.calibration_files import calibration_index as build_calibration_index
 from spxflow.calibration_files import load_calibration
+from spxflow.chunks import chunk_record
 from spxflow.columns import empty_measurements
 from spxflow.cutouts import cutout_index, fetch_cutouts, prepare_cutout_dir, window_entries
 from spxflow.discovery import deduplicate
@@ -38,7 +41,13 @@ from spxflow.fileio import (
 from spxflow.manifest import check_manifests, write_manifest
 from spxflow.measurements import assemble, failure_rows
 from spxflow.provenance import measurement_index, provenance, spectrum_table
-from spxflow.rerun import carried_frame, carried_over, discard_set_aside, drop_carried
+from spxflow.rerun import (
+    carried_frame,
+    carried_over,
+    discard_set_aside,
+    discard_set_aside_table,
+    drop_carried,
+)
 from spxflow.settings import ArchiveScience, Runtime, Science
 from spxflow.stamps import load_stamps, make_stamps, write_stamps
 
@@ -72,6 +81,57 @@ class ProductOutputs:
     manifest: str
 
 
+@dataclass(frozen=True)
+class QaFullOutputs:
+    pngs: str
+    manifest: str
+
+
+def per_source(sources, output, kind):
+    """Source -> its ``kind`` outputs, from a chunk rule's named output lists (each in the
+    order of ``sources``)."""
+    names = [f.name for f in dataclasses.fields(kind)]
+    columns = [list(getattr(output, n)) for n in names]
+    return {s: kind(*(col[i] for col in columns)) for i, s in enumerate(sources)}
+
+
+def _files(outs: dict) -> dict[str, dict[str, str]]:
+    return {s: dataclasses.asdict(o) for s, o in outs.items()}
+
+
+def recorded_files(record_paths: list[str], name: str) -> list[str]:
+    """The ``name`` file of every source the chunk records list, in record order."""
+    records = [read_json(p) for p in record_paths]
+    return [r["files"][s][name] for r in records for s in r["sources"]]
+
+
+class _Progress:
+    """One log line per source of a chunk: done/total, measurements per second and an ETA
+    (a line per source, so a Slurm log of a large chunk stays short)."""
+
+    def __init__(self, stage: str, chunk: str, total: int):
+        self.stage, self.chunk, self.total = stage, chunk, total
+        self.t0, self.done, self.rows = time.perf_counter(), 0, 0
+
+    def step(self, source: str, rows: int = 0) -> None:
+        self.done += 1
+        self.rows += rows
+        dt = time.perf_counter() - self.t0
+        eta = dt / self.done * (self.total - self.done)
+        rate = f", {self.rows / dt:.1f} measurements/s" if self.rows and dt > 0 else ""
+        log.info(
+            "%s %s: %d/%d sources done (%s)%s, %.0f s elapsed, ETA %.0f s",
+            self.stage,
+            self.chunk,
+            self.done,
+            self.total,
+            source,
+            rate,
+            dt,
+            eta,
+        )
+
+
 # --- validate_catalog ----------------------------------------------------------------------
 def validate_catalog(settings: catalog_io.CatalogSettings, catalog_path: str, out_csv: str) -> None:
     table = catalog_io.read_catalog(catalog_path, settings)
@@ -87,8 +147,9 @@ def calibration(
     family: str,
     detector: int,
     out_path: str,
+    data_dir: str = "data",
 ) -> None:
-    archive = make_archive(science, runtime.archive)
+    archive = make_archive(science, runtime.archive, os.path.join(data_dir, "cache"))
     cal = archive.fetch_calibration(release, family, detector, Path(out_path))
     log.info(
         "calibration %s %s D%d: %s (%d bytes, sha256 %s)",
@@ -107,8 +168,98 @@ def calibration_index(paths: list[str], out_json: str) -> None:
     log.info("calibration index: %d products", len(index["products"]))
 
 
+# --- discover ------------------------------------------------------------------------------
+def discover(
+    science: Science,
+    runtime: Runtime,
+    batch: str,
+    chunks: dict[str, list[str]],
+    targets: dict[str, dict],
+    out_table: str,
+    record: str,
+    data_dir: str = "data",
+) -> None:
+    """Discovery of every source of a batch of chunks in one bulk pass
+    (``Archive.discover_many``), written as one table (the SIA2 columns plus ``source``),
+    then the batch's record."""
+    archive = make_archive(science.archive, runtime.archive, os.path.join(data_dir, "cache"))
+    members = [s for sources in chunks.values() for s in sources]
+    positions = [(s, targets[s]["ra_deg"], targets[s]["dec_deg"]) for s in members]
+    t0 = time.perf_counter()
+    found = archive.discover_many(positions, science.archive.search_radius_arcsec)
+    log.info(
+        "batch %s: %d sources, %d Level-2 image rows, discovered in %.1f s",
+        batch,
+        len(members),
+        sum(len(t) for t in found.values()),
+        time.perf_counter() - t0,
+    )
+    frames = [normalise_discovery(found[s]).assign(source=s) for s in members]
+    # Empty frames would only blur the column dtypes; one keeps the columns.
+    frames = [f for f in frames if len(f)] or frames[:1]
+    write_parquet_atomic(out_table, pd.concat(frames, ignore_index=True))
+    discard_set_aside_table(out_table)
+    write_json_atomic(
+        record,
+        {"stage": "discover", "chunk": batch, "sources": members, "chunks": chunks,
+         "files": {"table": out_table}},
+    )  # fmt: skip
+
+
+def discovered_by_source(table: pd.DataFrame, sources: list[str]) -> dict[str, pd.DataFrame]:
+    """A chunk's discovery rows split back into each source's table (SIA2 columns, in
+    order; an empty table for a source that no image covers)."""
+    rows = table.drop(columns="source")
+    groups = {s: idx for s, idx in table.groupby("source", sort=False).indices.items()}
+    return {
+        s: normalise_discovery(rows.iloc[groups[s]] if s in groups else rows.iloc[:0])
+        for s in sources
+    }
+
+
 # --- measure -------------------------------------------------------------------------------
 def measure(
+    science: Science,
+    runtime: Runtime,
+    chunk: str,
+    targets: dict[str, dict],
+    neighbours: dict[str, list],
+    discovery_path: str,
+    calibration_index_path: str,
+    outs: dict[str, MeasureOutputs],
+    record: str,
+    threads: int = 1,
+    data_dir: str = "data",
+) -> None:
+    """Measure the sources of one chunk (``measure_source`` each) from the chunk's discovery
+    table, then write the chunk's record. The archive client and the calibration are made
+    once per chunk."""
+    archive = make_archive(science.archive, runtime.archive, os.path.join(data_dir, "cache"))
+    calibration_set = load_calibration(read_json(calibration_index_path), f"chunk {chunk}")
+    # Only this chunk's rows of the batch's table.
+    rows = pd.read_parquet(discovery_path, filters=[("source", "in", list(outs))])
+    discovered = discovered_by_source(rows, list(outs))
+    progress = _Progress("measure", chunk, len(outs))
+    for source, out in outs.items():
+        rows = measure_source(
+            science,
+            runtime,
+            source,
+            targets[source],
+            neighbours[source],
+            calibration_index_path,
+            out,
+            threads=threads,
+            data_dir=data_dir,
+            archive=archive,
+            calibration_set=calibration_set,
+            discovered=discovered[source],
+        )
+        progress.step(source, rows)
+    write_json_atomic(record, chunk_record("measure", chunk, _files(outs)))
+
+
+def measure_source(
     science: Science,
     runtime: Runtime,
     source: str,
@@ -118,26 +269,32 @@ def measure(
     out: MeasureOutputs,
     threads: int = 1,
     data_dir: str = "data",
-) -> None:
+    archive=None,
+    calibration_set=None,
+    discovered: pd.DataFrame | None = None,
+) -> int:
     """Discover, fetch and measure one source: discovery table, cutout index, measurements
     and QA stamps (with every measurement's window), written at the end.
 
-    One job per source instead of three keeps the DAG small (Snakemake costs ~3 ms per job
-    at 10,000 sources) and needs no directory output. Pixels are read as windows into memory
-    (``pixels: window | s3``), or, with ``pixels: cutout``, as cutout files that live in
-    ``data/cutouts/{source}/`` only while this job runs, unless ``cleanup: never`` keeps them
-    (a later run then reuses the ones still valid for the same request).
+    One job for all three steps keeps the DAG small and needs no directory output. Pixels
+    are read as windows into memory (``pixels: window | s3``), or, with ``pixels: cutout``,
+    as cutout files that live in ``data/cutouts/{source}/`` only while this job runs, unless
+    ``cleanup: never`` keeps them (a later run then reuses the ones still valid).
     """
     from spxflow.photometry import measure_cutouts, measure_windows
 
     results_dir = str(Path(out.cutout_index).parents[1])
-    archive = make_archive(science.archive, runtime.archive, os.path.join(data_dir, "cache"))
-    calibration_set = load_calibration(read_json(calibration_index_path), source)
+    if archive is None:
+        archive = make_archive(science.archive, runtime.archive, os.path.join(data_dir, "cache"))
+    if calibration_set is None:
+        calibration_set = load_calibration(read_json(calibration_index_path), source)
 
-    # discover (every release and collection), then keep each exposure once
+    # discovery (every release and collection; the chunk's table, or asked here), then keep
+    # each exposure once
     ra, dec = target["ra_deg"], target["dec_deg"]
-    discovery = normalise_discovery(archive.discover(ra, dec, science.archive.search_radius_arcsec))
-    kept, duplicates = deduplicate(discovery)
+    if discovered is None:
+        discovered = archive.discover(ra, dec, science.archive.search_radius_arcsec)
+    kept, duplicates = deduplicate(normalise_discovery(discovered))
     discovered = kept.to_dict(orient="records")
     log.info(
         "source %s: %d Level-2 images cover the position (%d duplicate rows dropped)",
@@ -241,6 +398,7 @@ def measure(
     if not windowed and runtime.cleanup == "success-after-source":
         shutil.rmtree(cutouts, ignore_errors=True)
         log.info("source %s: cutouts deleted (cleanup=success-after-source)", source)
+    return len(table)
 
 
 def _fetch(archive, science: Science, runtime: Runtime, source, target, rows, cutouts):
@@ -265,16 +423,61 @@ def source_products(
     science: Science,
     plots: dict,
     runtime: Runtime,
+    chunk: str,
+    targets: dict[str, dict],
+    neighbours: dict[str, list],
+    measured_record: str,
+    calibration_index_path: str,
+    outs: dict[str, ProductOutputs],
+    record: str,
+) -> None:
+    """The products of each source of one chunk (``products_of_source``), from the files its
+    measure record lists; then the chunk's record."""
+    measured = read_json(measured_record)["files"]
+    calibration = read_json(calibration_index_path)
+    archive = make_archive(science.archive, runtime.archive)
+    progress = _Progress("source_products", chunk, len(outs))
+    for source, out in outs.items():
+        files = measured[source]
+        inp = ProductInputs(
+            **{k: files[k] for k in MEASURE_INPUTS}, calibration_index=calibration_index_path
+        )
+        products_of_source(
+            science,
+            plots,
+            runtime,
+            source,
+            targets[source],
+            neighbours[source],
+            inp,
+            out,
+            calibration=calibration,
+            archive=archive,
+        )
+        progress.step(source)
+    write_json_atomic(record, chunk_record("source_products", chunk, _files(outs)))
+
+
+MEASURE_INPUTS = ("measurements", "stamps", "discovery", "cutout_index")
+
+
+def products_of_source(
+    science: Science,
+    plots: dict,
+    runtime: Runtime,
     source: str,
     target: dict,
     neighbours: list,
     inp: ProductInputs,
     out: ProductOutputs,
+    calibration: dict | None = None,
+    archive=None,
 ) -> None:
     """Spectrum CSV, provenance, measurement index, plots and the output manifest."""
     df = pd.read_parquet(inp.measurements)
     index = read_json(inp.cutout_index)
-    calibration = read_json(inp.calibration_index)
+    if calibration is None:
+        calibration = read_json(inp.calibration_index)
     config_hash = science.config_hash
 
     spectrum = write_csv_atomic(out.spectrum, spectrum_table(df, config_hash), float_format="%.10g")
@@ -284,7 +487,11 @@ def source_products(
     prov = write_json_atomic(
         out.provenance, provenance(source, target, neighbours, science, index, calibration)
     )
-    truth = _truth_sed(science, runtime, target) if len(df) else None
+    truth = (
+        _truth_sed(archive or make_archive(science.archive, runtime.archive), target)
+        if len(df)
+        else None
+    )
     pngs, problems = _plots(df, target, plots, truth, inp.stamps, out.sed, out.qa)
     write_manifest(
         out.manifest,
@@ -307,10 +514,9 @@ def source_products(
     )
 
 
-def _truth_sed(science: Science, runtime: Runtime, target: dict) -> pd.DataFrame | None:
+def _truth_sed(archive, target: dict) -> pd.DataFrame | None:
     """The injected SED of a simulated source, drawn as a line on its SED plot (display only;
     the measurements never see it)."""
-    archive = make_archive(science.archive, runtime.archive)
     wl = np.linspace(0.72, 5.05, 600)
     flux = archive.truth_sed(target["ra_deg"], target["dec_deg"], wl)
     if flux is None:
@@ -358,6 +564,42 @@ def _plots(df, target, plots, truth, stamps_path, sed_png, qa_png):
 def qa_full(
     science: Science,
     runtime: Runtime,
+    chunk: str,
+    targets: dict[str, dict],
+    neighbours: dict[str, list],
+    cutout_root: str,
+    measured_record: str,
+    calibration_index_path: str,
+    outs: dict[str, QaFullOutputs],
+    record: str,
+    threads: int = 1,
+) -> None:
+    """Full QA of each source of one chunk (``qa_full_source``); then the chunk's record."""
+    measured = read_json(measured_record)["files"]
+    progress = _Progress("qa_full", chunk, len(outs))
+    for source, out in outs.items():
+        qa_full_source(
+            science,
+            runtime,
+            source,
+            targets[source],
+            neighbours[source],
+            os.path.join(cutout_root, source),
+            measured[source]["measurements"],
+            measured[source]["stamps"],
+            calibration_index_path,
+            out.pngs,
+            out.manifest,
+            threads=threads,
+            measure_rule=f"measure_{chunk}",
+        )
+        progress.step(source)
+    write_json_atomic(record, chunk_record("qa_full", chunk, _files(outs)))
+
+
+def qa_full_source(
+    science: Science,
+    runtime: Runtime,
     source: str,
     target: dict,
     neighbours: list,
@@ -368,10 +610,12 @@ def qa_full(
     out_pngs: str,
     out_manifest: str,
     threads: int = 1,
+    *,
+    measure_rule: str,
 ) -> None:
     """One QA PNG per measurement, from the windows kept in the stamps file or from kept
     cutouts; says so (and re-downloads nothing) when neither is there. Never touches science
-    outputs or measurement ids."""
+    outputs or measurement ids. ``measure_rule`` (the source's chunk's) goes in the hint."""
     from spxflow.plots import render_measurement_qas
     from spxflow.stamps import read_stamp_windows
 
@@ -403,7 +647,7 @@ def qa_full(
             f"{len(measured) - len(jobs)} of {len(measured)} measurements of {source} have "
             f"neither a kept window nor a cutout on disk (cleanup={runtime.cleanup}), so their "
             f"full-QA PNGs were not made; nothing was re-downloaded. To make them: snakemake "
-            f"--config cleanup=never qa_level=full --forcerun measure"
+            f"--config cleanup=never qa_level=full --forcerun {measure_rule}"
         )
         log.warning(problems[-1])
     written = []

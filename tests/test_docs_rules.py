@@ -93,10 +93,11 @@ INLINE_PROFILE_PATTERNS = [
     ("rule", re.compile(rf"(?<![\w-])groups:\s+['\"]?({IDENT})['\"]?:")),
     ("group", re.compile(rf"(?<![\w-])group-components:\s+['\"]?({IDENT})\b")),
 ]
+# Prose may name a family of chunk rules (`measure` for measure_c000000, ...): "family".
 PROSE_PATTERNS = [
-    ("rule", re.compile(rf"\b[Rr]ule\s+`+({IDENT})`+")),
-    ("rule", re.compile(rf"`+rule\s+({IDENT})`+")),
-    ("rule", re.compile(rf"`+({IDENT})`+\s+(?:rules?|jobs?)\b")),
+    ("family", re.compile(rf"\b[Rr]ule\s+`+({IDENT})`+")),
+    ("family", re.compile(rf"`+rule\s+({IDENT})`+")),
+    ("family", re.compile(rf"`+({IDENT})`+\s+(?:rules?|jobs?)\b")),
     ("group", re.compile(rf"\bgroups?\s+`+({IDENT})`+")),
     ("group", re.compile(rf"`+({IDENT})`+\s+groups?\b")),
 ]
@@ -306,11 +307,21 @@ def known_groups(root: Path) -> set[str]:
     return groups
 
 
+CHUNK_RULE = re.compile(r"^(\w+)_[bc]\d{6}$")
+
+
+def families(rules: set[str]) -> set[str]:
+    """Rules plus the families of chunk rules (``measure`` for ``measure_c000000``): a
+    command needs a rule's own name, prose may name its family."""
+    return rules | {m.group(1) for r in rules if (m := CHUNK_RULE.match(r))}
+
+
 def unknown(mentions: list[Mention], rules: set[str], groups: set[str]) -> list[Mention]:
     return [
         m
         for m in mentions
         if (m.kind == "rule" and m.name not in rules)
+        or (m.kind == "family" and m.name not in families(rules))
         or (m.kind == "group" and m.name not in groups)
     ]
 
@@ -346,9 +357,9 @@ def test_docs_name_only_existing_rules_and_groups(workflow_rules):
     bad = unknown(mentions, workflow_rules, groups)
     assert not bad, failure_message(bad, workflow_rules, groups)
     # The scan must actually see the docs' mentions, or the check above proves nothing.
-    named = {m.name for m in mentions if m.kind == "rule"}
+    named = {m.name for m in mentions if m.kind in ("rule", "family")}
     assert {"measure", "check", "all"} <= named, sorted(named)
-    assert "per_source" in {m.name for m in mentions if m.kind == "group"}
+    assert "per_chunk" in {m.name for m in mentions if m.kind == "group"}
 
 
 def test_profile_keys_are_all_seen_by_the_scanner():
@@ -450,6 +461,7 @@ def test_scanner_catches_unknown_rules_in_a_copy_with_the_old_text(tmp_path, wor
         ("README.md", 3, "rule", "photometry"),
         ("docs/slurm.md", 1, "rule", "photometry"),
         ("docs/slurm.md", 5, "rule", "photometry"),
+        ("docs/slurm.md", 7, "rule", "measure"),  # a family of chunk rules, not a rule
         ("docs/slurm.md", 9, "rule", "cutouts"),
         ("docs/slurm.md", 14, "rule", "discovery"),
         ("profiles/slurm/config.v8+.yaml", 2, "rule", "photometry"),

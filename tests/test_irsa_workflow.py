@@ -19,7 +19,9 @@ from tests.workflow_helpers import REPO, make_workspace, snakemake, spxflow_reru
 
 pytestmark = pytest.mark.slow
 
-CONFIG = ["--config", "catalog=catalog.csv"]
+# Both sources in one chunk: a retry of one re-runs the chunk's jobs, and the other source
+# carries everything over.
+CONFIG = ["--config", "catalog=catalog.csv", "sources_per_job=2"]
 PERMANENT = "0008_3D3"  # one image of the first source fails on every attempt
 FAULTS = {
     "seed": 17,
@@ -32,6 +34,7 @@ FAULTS = {
         {"kind": "cutout", "fault": "slow", "rate": 0.06 / 0.76, "slow_s": 6.0},
         {"kind": "cutout", "fault": "gzip", "rate": 0.2},
         {"kind": "sia", "fault": "503", "rate": 0.3},
+        {"kind": "tap", "fault": "503", "rate": 0.3},
     ],
 }
 
@@ -147,7 +150,7 @@ def test_retry_failed_fetches_only_the_failed_cutout(runs):
     carries the other measurements over, and the spectra then equal the simulated backend's."""
     sim_ws, irsa_ws, _ = runs
     first, second = sources(irsa_ws)
-    untouched = (irsa_ws / f"results/spectra/{second}.csv").stat().st_mtime_ns
+    untouched = (irsa_ws / f"results/spectra/{second}.csv").read_bytes()
     cfg_path = irsa_ws / "config" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     with running_emulator(cfg["archive"], {"seed": 1, "rules": []}) as url:
@@ -156,11 +159,15 @@ def test_retry_failed_fetches_only_the_failed_cutout(runs):
         out = spxflow_rerun(irsa_ws, "--retry-failed", "--", "--cores", "2", *CONFIG)
         stats = get_stats(url)
     assert "1 of 2 measured source(s) marked" in out
+    assert "1 other source(s) share a measure job" in out  # the chunk's other source
     assert stats["status"]["cutout"]["200"] == 1  # only the image that failed before
     index = json.loads((irsa_ws / f"results/cutouts/{first}.json").read_text())
     assert index["n_failed"] == 0
     assert sum(bool(e.get("carried")) for e in index["images"]) == index["n_images"] - 1
-    assert (irsa_ws / f"results/spectra/{second}.csv").stat().st_mtime_ns == untouched
+    # Its chunk's jobs ran again, but the other source fetched nothing and kept its spectrum.
+    index2 = json.loads((irsa_ws / f"results/cutouts/{second}.json").read_text())
+    assert all(e.get("carried") for e in index2["images"] if e["status"] == "ok")
+    assert (irsa_ws / f"results/spectra/{second}.csv").read_bytes() == untouched
     for s in (first, second):
         a = pd.read_csv(sim_ws / f"results/spectra/{s}.csv").set_index("image_id").sort_index()
         b = pd.read_csv(irsa_ws / f"results/spectra/{s}.csv").set_index("image_id").sort_index()
@@ -212,9 +219,10 @@ def test_parsing_the_workflow_changes_nothing_and_contacts_no_archive(runs, tmp_
         emulator.__exit__(None, None, None)
 
 
-def test_rerun_update_queries_discovery_once_per_source(runs, tmp_path):
+def test_rerun_update_queries_discovery_once(runs, tmp_path):
     """`spxflow rerun --update` itself contacts no archive; the run that follows queries
-    discovery exactly once per source and fetches no cutout already measured."""
+    discovery exactly once (one TAP query for the catalog's batch: every source's positions
+    uploaded together) and fetches no cutout already measured."""
     _, irsa_ws, _ = runs
     ws = tmp_path / "ws"
     shutil.copytree(irsa_ws, ws, symlinks=True)
@@ -230,7 +238,8 @@ def test_rerun_update_queries_discovery_once_per_source(runs, tmp_path):
         stats = get_stats(url)
     finally:
         emulator.__exit__(None, None, None)
-    # One discovery per source: one SIA2 query per collection (no MAXREC paging here).
-    per_source = len(block_defaults("archive", "irsa")["collections"])
-    assert stats["requests"].get("sia", 0) == len(sources(ws)) * per_source
+    # One discover job for the batch, one TAP query for its positions; no SIA2 at all.
+    assert len(sources(ws)) <= block_defaults("archive", "irsa")["tap_upload_rows"]
+    assert stats["requests"].get("tap", 0) == 1
+    assert stats["requests"].get("sia", 0) == 0
     assert stats["requests"].get("cutout", 0) == failed_before

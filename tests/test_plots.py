@@ -152,6 +152,61 @@ def test_stamps_change_the_picture(tmp_path, demo):
     assert ga[bottom].std() > gb[bottom].std() + 5
 
 
+def cyan_pixels(path) -> int:
+    """Pixels of the mask overlay colour (translucent cyan over dark data) in the stamp area."""
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=int)
+    r, g, b = (rgb[int(rgb.shape[0] * 0.62) :, :, k] for k in range(3))
+    return int(((r < 60) & (g > 110) & (abs(g - b) < 25)).sum())
+
+
+def test_stamp_mask_overlay_is_drawn(tmp_path, demo):
+    """Masked pixels show as cyan on the data panels, and only where there is a mask."""
+    stamps = synthetic_stamps(3)
+    unmasked = [{k: v for k, v in st.items() if k != "mask"} for st in stamps]
+    a, b = tmp_path / "mask.png", tmp_path / "nomask.png"
+    plot_qa_summary(demo, a, title_name="D", stamps=stamps)
+    plot_qa_summary(demo, b, title_name="D", stamps=unmasked)
+    n_masked = sum(int(st["mask"].sum()) for st in stamps)
+    assert cyan_pixels(a) > 4 * n_masked  # each stamp pixel is several PNG pixels
+    assert cyan_pixels(b) == 0
+
+
+def test_stamp_panels_keep_the_colour_scales():
+    """Data and model share one robust magma scale, the residual has a symmetric RdBu_r scale,
+    masked data pixels are cyan composited over the data colour."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    from spxflow.plots.stamp_mosaic import MASK_RGBA, stamp_panels
+    from spxflow.plots.style import robust_limits, symmetric_limit
+
+    st = synthetic_stamps(1)[0]
+    data, model, resid = st["data"], st["model"], st["residual"]
+    shown = stamp_panels(st)
+    norm = Normalize(*robust_limits([data, model]))
+    m = st["mask"]
+    assert m.any() and not m.all()
+    want_data = colormaps["magma"](norm(data))
+    np.testing.assert_allclose(shown[0][~m], 255 * want_data[~m], atol=1)
+    np.testing.assert_allclose(shown[1], 255 * colormaps["magma"](norm(model)), atol=1)
+    rlim = symmetric_limit(resid)
+    want_resid = colormaps["RdBu_r"](Normalize(-rlim, rlim)(resid))
+    np.testing.assert_allclose(shown[2], 255 * want_resid, atol=1)
+    a = MASK_RGBA[3]
+    blended = (1 - a) * want_data[m, :3] + a * np.asarray(MASK_RGBA[:3])
+    np.testing.assert_allclose(shown[0][m, :3], 255 * blended, atol=1)
+
+
+def test_qa_summary_labels_every_stamp(tmp_path, demo, captured):
+    stamps = synthetic_stamps(5)
+    plot_qa_summary(demo, tmp_path / "qa.png", title_name="D", stamps=stamps)
+    texts = [t.get_text() for ax in captured[-1].axes for t in ax.texts]
+    for st in stamps:
+        assert st["label"] in texts
+    for name in ("data", "model", "resid"):
+        assert texts.count(name) == len(stamps)
+
+
 def test_flag_decoding():
     counts = decode_flag_counts(np.array([0, 1, 5, 4, 1 << 40]), DEMO_RESULT_FLAGS)
     assert counts == {"FETCH_FAILED": 2, "EDGE": 2, "bit 40": 1}

@@ -46,6 +46,9 @@ class FewImages:
     def discover(self, ra, dec, radius_arcsec=0.0):
         return self.sim.discover(ra, dec, radius_arcsec).head(N_IMAGES)
 
+    def discover_many(self, positions, radius_arcsec=0.0):
+        return {key: self.discover(ra, dec, radius_arcsec) for key, ra, dec in positions}
+
     def fetch_cutouts(self, rows, ra, dec, size, dest):
         rows = list(rows)
         self.fetched_rows.append(len(rows))
@@ -161,7 +164,7 @@ def test_calibration_and_its_index(work):
 def test_measure_is_one_straight_line(work, monkeypatch):
     _, archive = work
     reads = _reads(monkeypatch)
-    rules.measure(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    rules.measure_source(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
     assert not set(reads) & set(dataclasses.astuple(OUT)), "an output was read back"
     index = read_json(OUT.cutout_index)
     assert (index["n_images"], index["n_ok"], index["n_failed"]) == (N_IMAGES, N_IMAGES - 1, 1)
@@ -179,7 +182,7 @@ def test_measure_after_retry_failed_fetches_only_the_failed_image(work):
     assert not os.path.exists(OUT.cutout_index)
     archive.fetched_rows.clear()
     archive.failing = None  # the outage is over
-    rules.measure(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    rules.measure_source(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
     assert archive.fetched_rows == [1]
     after = pd.read_parquet(OUT.measurements)
     assert (after["detection_status"] == "failed").sum() == 0
@@ -194,7 +197,7 @@ def test_measure_after_update_fetches_nothing_new_and_keeps_the_stamps(work):
     stamps_before = read_stamps(OUT.stamps)
     assert rerun.mark_for_update([SOURCE, "never_measured"]) == [SOURCE]
     archive.fetched_rows.clear()
-    rules.measure(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    rules.measure_source(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
     assert archive.fetched_rows == [0]
     pd.testing.assert_frame_equal(pd.read_parquet(OUT.measurements), before)
     stamps = read_stamps(OUT.stamps)
@@ -206,7 +209,7 @@ def _source_products():
         OUT.measurements, OUT.stamps, OUT.discovery, OUT.cutout_index, CAL_INDEX
     )
     plots = {"sed_units": "fnu", "sed_scale": "linear"}
-    rules.source_products(SCIENCE, plots, RUNTIME, SOURCE, TARGET, [], inputs, PRODUCTS)
+    rules.products_of_source(SCIENCE, plots, RUNTIME, SOURCE, TARGET, [], inputs, PRODUCTS)
 
 
 def test_source_products_copy_checksums_and_read_back_nothing(work, monkeypatch):
@@ -240,14 +243,14 @@ def test_qa_full_from_windows_from_kept_cutouts_or_neither(work):
     cutouts = f"data/cutouts/{SOURCE}"
 
     def qa(runtime, cutout_dir=cutouts):
-        rules.qa_full(
+        rules.qa_full_source(
             SCIENCE, runtime, SOURCE, TARGET, [], cutout_dir, OUT.measurements, OUT.stamps,
-            CAL_INDEX, pngs, manifest,
+            CAL_INDEX, pngs, manifest, measure_rule="measure_c000000",
         )  # fmt: skip
         return read_json(manifest)
 
     # windows (the default): no cutout files, full QA from the windows in the stamps file
-    rules.measure(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    rules.measure_source(SCIENCE, RUNTIME, SOURCE, TARGET, [], CAL_INDEX, OUT)
     assert not os.path.exists(cutouts)
     m = qa(RUNTIME)
     assert len(m["files"]) == N_IMAGES and not m["problems"]
@@ -256,14 +259,15 @@ def test_qa_full_from_windows_from_kept_cutouts_or_neither(work):
     kept = dataclasses.replace(
         RUNTIME, cleanup="never", archive={**RUNTIME.archive, "pixels": "cutout"}
     )
-    rules.measure(SCIENCE, kept, SOURCE, TARGET, [], CAL_INDEX, OUT)
+    rules.measure_source(SCIENCE, kept, SOURCE, TARGET, [], CAL_INDEX, OUT)
     assert len([f for f in os.listdir(cutouts) if f.endswith(".fits")]) == N_IMAGES
     m = qa(kept)
     assert len(m["files"]) == N_IMAGES and not m["problems"]
     # cutouts deleted after the source and no windows kept: says so, re-downloads nothing
     m = qa(RUNTIME, "data/nowhere")
     problem = m["problems"][0]
-    assert "neither a kept window nor a cutout" in problem and "--forcerun measure" in problem
+    assert "neither a kept window nor a cutout" in problem
+    assert "--forcerun measure_c000000" in problem
 
 
 def test_summary_accuracy_and_check(work):
@@ -280,6 +284,58 @@ def test_summary_accuracy_and_check(work):
         fh.write("tampered\n")
     with pytest.raises(RuntimeError, match="1 output problem"):
         rules.check("results/provenance", "results/qa", "results/check.json")
+
+
+def test_a_chunk_job_measures_its_sources_then_writes_its_record_last(work, monkeypatch):
+    second = {"name": "Second", "ra_deg": 100.3, "dec_deg": -10.1, "cutout_size_arcsec": 45.0}
+    targets = {SOURCE: TARGET, "Second": second}
+    outs = {
+        s: rules.MeasureOutputs(*(p.replace("results/", "chunked/").replace(SOURCE, s)
+                                  for p in dataclasses.astuple(OUT)))
+        for s in targets
+    }  # fmt: skip
+    record = "chunked/chunks/measure/c000000.json"
+    table = "chunked/chunks/discovery/b000000.parquet"
+    batch = "chunked/chunks/discover/b000000.json"
+    rules.discover(SCIENCE, RUNTIME, "b000000", {"c000000": list(targets)}, targets, table,
+                   batch)  # fmt: skip
+    assert read_json(batch)["chunks"] == {"c000000": [SOURCE, "Second"]}
+    assert set(pd.read_parquet(table)["source"]) == {SOURCE, "Second"}
+    reads = _reads(monkeypatch)
+    written = []
+    real = rules.write_json_atomic
+    monkeypatch.setattr(rules, "write_json_atomic", lambda p, o: written.append(p) or real(p, o))
+    rules.measure(SCIENCE, RUNTIME, "c000000", targets, {s: [] for s in targets}, table,
+                  CAL_INDEX, outs, record)  # fmt: skip
+    assert written[-1] == record
+    everything = {p for o in outs.values() for p in dataclasses.astuple(o)} | {record}
+    assert not set(reads) & everything, "an output was read back"
+    content = read_json(record)
+    assert content["sources"] == [SOURCE, "Second"]
+    assert content["files"]["Second"] == dataclasses.asdict(outs["Second"])
+    for s, out in outs.items():
+        measured = pd.read_parquet(out.measurements)
+        assert len(measured) == N_IMAGES and set(measured["source"]) == {s}
+    assert rules.recorded_files([record], "measurements") == [
+        outs[SOURCE].measurements, outs["Second"].measurements
+    ]  # fmt: skip
+
+
+def test_a_rerun_also_marks_the_measured_chunk_mates(tmp_path):
+    results = tmp_path / "results"
+    for s in ("a", "b", "c"):
+        (results / "cutouts").mkdir(parents=True, exist_ok=True)
+        (results / "cutouts" / f"{s}.json").write_text(json.dumps({"n_failed": int(s == "a")}))
+    (results / "chunks" / "measure").mkdir(parents=True)
+    for chunk, members in {"c000000": ["a", "b"], "c000001": ["c"]}.items():
+        (results / "chunks" / "measure" / f"{chunk}.json").write_text(
+            json.dumps({"sources": members})
+        )
+    assert rerun.mark_failed(["a", "b", "c"], str(results)) == ["a"]
+    assert rerun.mark_mates(["a"], str(results), "measure") == ["b"]
+    assert sorted(p.name for p in (results / "cutouts").iterdir()) == [
+        "a.retry.json", "b.retry.json", "c.json"
+    ]  # fmt: skip
 
 
 class Duplicated(FewImages):
@@ -305,7 +361,7 @@ def test_measure_keeps_each_exposure_once_and_lists_the_dropped_rows(work, monke
     monkeypatch.setattr(rules, "make_archive", lambda science, runtime, cache_dir=None: archive)
     target = {"name": "AGN", "ra_deg": 35.5, "dec_deg": 48.1, "cutout_size_arcsec": 45.0}
     out = rules.MeasureOutputs(*(p.replace(SOURCE, "AGN") for p in dataclasses.astuple(OUT)))
-    rules.measure(SCIENCE, RUNTIME, "AGN", target, [], CAL_INDEX, out)
+    rules.measure_source(SCIENCE, RUNTIME, "AGN", target, [], CAL_INDEX, out)
     table = pd.read_parquet(out.measurements)
     assert len(table) == 2 and not table[["obs_id", "detector"]].duplicated().any()
     assert sorted(table["release"]) == ["qr2", "qr3"]

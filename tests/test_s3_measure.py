@@ -87,7 +87,7 @@ def measure(monkeypatch, archive, backend: str, tag: str, runtime=None):
     runtime = runtime or Runtime.from_config({"archive": {"backend": backend}})
     monkeypatch.setattr(rules, "make_archive", lambda science, runtime, cache_dir=None: archive)
     out = measure_outputs(tag)
-    rules.measure(science, runtime, "AGN", TARGET, [], CAL_INDEX, out)
+    rules.measure_source(science, runtime, "AGN", TARGET, [], CAL_INDEX, out)
     return pd.read_parquet(out.measurements), read_json(out.cutout_index)
 
 

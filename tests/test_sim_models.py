@@ -324,3 +324,35 @@ def test_flux_correction_maps():
         assert 3e-5 < wild.mean() < 3e-4 and m.min() >= 0.5 and m.max() <= 2.0
     rows = np.median(sky.flux_correction_map(1), axis=1)
     assert rows.min() == pytest.approx(0.875, abs=0.005) and 0.975 < rows.max() < 0.985
+
+
+def test_sip_polys_are_bit_identical_to_the_per_term_sum():
+    """``wcs.sip_polys`` (shared powers, no x1.0 factors) equals the plain per-term sum."""
+
+    def plain(coef, u, v):
+        out = np.zeros(np.broadcast(u, v).shape)
+        for p, q in simwcs._TERMS:
+            if coef[p, q] != 0.0:
+                out = out + coef[p, q] * (u**p) * (v**q)
+        return out
+
+    rng = np.random.default_rng(5)
+    sips = [simwcs.detector_sip(d) for d in (1, 4)]
+    coefs = [m for s in sips for m in (s.a, s.b, s.ap, s.bp)]
+    coefs.append(np.where(rng.uniform(size=(4, 4)) < 0.5, 0.0, rng.normal(size=(4, 4))))
+    samples = [
+        (rng.uniform(-1100, 1100, (13, 13)), rng.uniform(-1100, 1100, (13, 13))),
+        (rng.uniform(-1e4, 1e4, 7), rng.uniform(-1e4, 1e4, 7)),
+        (np.float64(-0.0), np.float64(3.25)),
+        (np.asarray(12.5), np.asarray(-1019.5)),
+        (rng.normal(size=(3, 1)) * 1e-3, rng.normal(size=(1, 4)) * 1e3),
+        (np.array([0.0, -0.0, 1e-310, -5e-324]), np.array([-0.0, 0.0, 2.0, 1e90])),
+    ]
+    for coef in coefs:
+        for u, v in samples:
+            got = simwcs.sip_polys((coef, coef), u, v)
+            want = plain(coef, u, v)
+            for g in got:
+                assert np.shape(g) == np.shape(want)
+                assert np.asarray(g).tobytes() == np.asarray(want).tobytes()
+            assert simwcs.sip_poly(coef, u, v).tobytes() == np.asarray(want).tobytes()

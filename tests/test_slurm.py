@@ -19,10 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.workflow_helpers import REPO, make_workspace, snakemake, spxflow_rerun
+from tests.workflow_helpers import REPO, chunks_of, make_workspace, snakemake, spxflow_rerun
 
 PROFILE = REPO / "profiles" / "slurm" / "config.v8+.yaml"
-PER_SOURCE_RULES = ("measure", "source_products")
+CHUNK_FAMILIES = ("measure", "source_products")
+CHUNK_RULE = re.compile(r"^(\w+)_[bc]\d{6}$")
 
 
 def synthetic_catalog(n: int, seed: int = 7) -> pd.DataFrame:
@@ -36,8 +37,9 @@ def synthetic_catalog(n: int, seed: int = 7) -> pd.DataFrame:
 
 
 def slurm_jobs_per_stage(dry_run_text: str) -> tuple[Counter, int]:
-    """From a `snakemake -n` printout: for each rule, how many submitted units (a group job or
-    a lone job) contain it; and the number of submitted units. Local rules are not counted."""
+    """From a `snakemake -n` printout: for each rule (chunk rules by family), how many submitted
+    units (a group job or a lone job) contain it; and the number of submitted units. Local
+    rules are not counted."""
     per_rule: Counter = Counter()
     units = 0
     current: set | None = None
@@ -51,6 +53,8 @@ def slurm_jobs_per_stage(dry_run_text: str) -> tuple[Counter, int]:
         if not m:
             continue
         indented, local, rule = bool(m.group(1)), bool(m.group(2)), m.group(3)
+        if chunk := CHUNK_RULE.match(rule):
+            rule = chunk.group(1)  # counted by family
         if indented and current is not None:
             current.add(rule)
             continue
@@ -74,19 +78,27 @@ def test_profile_sets_partition_and_account_in_one_place():
     for rule, res in (prof.get("set-resources") or {}).items():
         assert not {"mem_mb", "runtime", "slurm_account"} & set(res), rule
     assert "cpus_per_task" not in prof["default-resources"]  # would override every rule's threads
-    assert prof["set-threads"]["measure"] <= prof["cores"]
+    # Chunk rules are named per chunk, so a set-threads key could not name them.
+    assert "set-threads" not in prof
     # sacct polling without slurmdbd hangs Snakemake forever (shared/slurm/README.md)
     assert prof["slurm-status-command"] == "squeue"
-    assert prof["group-components"]["per_source"] >= 1
+    assert prof["group-components"]["per_chunk"] >= 1
 
 
 def test_every_submitted_rule_sets_attempt_scaled_memory_and_time():
-    rules = re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", _rule_text(), re.MULTILINE)
+    # Named rules (`rule x:`) and the chunk rules defined in loops (`rule:` + `name:`).
+    blocks = re.findall(
+        r"^([ \t]*)rule( \w+)?:\n((?:\1[ \t]+.*\n|\n)*)", _rule_text(), re.MULTILINE
+    )
     local = set(re.findall(r"localrules:\n\s+(\w+)", _rule_text()))
-    for name, body in rules:
+    names = []
+    for _, name, body in blocks:
+        name = name.strip() or re.search(r"name:\s*\n?\s*(f?\"[^\"]+\")", body).group(1)
+        names.append(name)
         if name in local or "script:" not in body:
             continue
         assert "mem_mb=mem_mb_scaled(" in body and "runtime=runtime_scaled(" in body, name
+    assert {'f"measure_{chunk}"', 'f"source_products_{chunk}"', "summary"} <= set(names), names
 
 
 def _rule_text() -> str:
@@ -97,13 +109,17 @@ def test_50_sources_go_to_slurm_as_few_jobs_per_stage(tmp_path, capsys):
     ws = make_workspace(tmp_path / "ws", synthetic_catalog(50))
     proc = snakemake(ws, "-n", "--profile", "profiles/slurm", "--config", "catalog=catalog.csv")
     per_rule, units = slurm_jobs_per_stage(proc.stdout + proc.stderr)
-    per_source = yaml.safe_load(PROFILE.read_text())["group-components"]["per_source"]
+    per_chunk = yaml.safe_load(PROFILE.read_text())["group-components"]["per_chunk"]
+    n_chunks = len(chunks_of(ws, _sources_per_job(ws)))
     with capsys.disabled():
-        print(f"\n50 sources, group-components per_source={per_source}: {units} Slurm jobs")
+        print(
+            f"\n50 sources in {n_chunks} chunks, group-components per_chunk={per_chunk}: "
+            f"{units} Slurm jobs"
+        )
         for rule, n in sorted(per_rule.items()):
             print(f"    {rule:16s} in {n:3d} Slurm job(s)")
-    for rule in PER_SOURCE_RULES:
-        assert 1 <= per_rule[rule] <= 10, (rule, per_rule[rule])
+    for rule in CHUNK_FAMILIES:
+        assert per_rule[rule] == -(-n_chunks // per_chunk), (rule, per_rule[rule])
     assert per_rule["calibration"] == 1
     assert units <= 4 * 10
 
@@ -127,9 +143,15 @@ def slurm_cluster(request):
         pytest.skip("no Slurm controller answers (start one with .ci/slurm/start-slurm.sh)")
 
 
-def measure_on_slurm() -> list[str]:
-    """Snakemake arguments: the committed Slurm profile up to `measure` on this cluster's
-    partition, one core per submission (the CI node has 2 CPUs), early polling."""
+def _sources_per_job(ws: Path) -> int:
+    return yaml.safe_load((ws / "config" / "config.yaml").read_text())["sources_per_job"]
+
+
+def measure_on_slurm(ws: Path) -> list[str]:
+    """Snakemake arguments: the committed Slurm profile up to the measure jobs (their chunk
+    records) on this cluster's partition, one core per submission (the CI node has 2 CPUs),
+    early polling."""
+    records = [f"results/chunks/measure/{c}.json" for c in chunks_of(ws, _sources_per_job(ws))]
     partition = (
         subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True)
         .stdout.split()[0]
@@ -147,7 +169,7 @@ def measure_on_slurm() -> list[str]:
         "--config",
         "catalog=catalog.csv",
         "--until",
-        "measure",
+        *records,
     ]
 
 
@@ -168,12 +190,12 @@ def test_measure_of_50_sources_is_submitted_as_grouped_slurm_jobs(slurm_cluster,
     # and so does QR2 alone: this test is about submission and grouping, not releases.
     ws = make_workspace(tmp_path / "ws", synthetic_catalog(50).assign(cutout_size_arcsec=20.0))
     _only_qr2(ws)
-    proc = snakemake(ws, *measure_on_slurm(), timeout=900)
+    proc = snakemake(ws, *measure_on_slurm(ws), timeout=900)
     log = proc.stdout + proc.stderr
     ids = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
     with capsys.disabled():
         print(f"\n50 sources, measure: {len(ids)} Slurm jobs ({sorted(ids, key=int)})")
-    assert 1 <= len(ids) <= 10 + 1  # per-source groups + the calibration group
+    assert 1 <= len(ids) <= 10 + 1  # chunk groups + the calibration group
     assert len(list((ws / "results" / "measurements").glob("*.parquet"))) == 50
     states = subprocess.run(
         ["squeue", "--states=all", "--noheader", "--format=%i|%T", "-j", ",".join(ids)],
@@ -186,28 +208,28 @@ def test_measure_of_50_sources_is_submitted_as_grouped_slurm_jobs(slurm_cluster,
 
 
 @pytest.mark.slurm
-def test_rerun_update_through_slurm_queries_discovery_once_per_source(slurm_cluster, tmp_path):
+def test_rerun_update_through_slurm_queries_discovery_once(slurm_cluster, tmp_path):
     """`python -m spxflow rerun --update -- --profile profiles/slurm`: the marking step
-    contacts no archive, and the Slurm jobs that follow query discovery once per source (the
-    emulator counts), however often Snakemake re-parses the workflow in them."""
+    contacts no archive, and the Slurm jobs that follow query discovery once (one TAP query
+    for the batch of uploaded positions; the emulator counts), however often Snakemake
+    re-parses the workflow in them."""
     from spxflow.archive.emulator import get_stats, running_emulator
 
     catalog = synthetic_catalog(3).assign(cutout_size_arcsec=20.0)
     ws = make_workspace(tmp_path / "ws", catalog)
-    slurm_args = measure_on_slurm()
+    slurm_args = measure_on_slurm(ws)
     _only_qr2(ws)
     cfg = yaml.safe_load((ws / "config" / "config.yaml").read_text())
     with running_emulator(cfg["archive"], {"seed": 1, "rules": []}) as url:
         _only_qr2(ws, {"base_url_override": url, "lock_dir": str(ws / ".locks")})
         snakemake(ws, *slurm_args, timeout=900)
         first = get_stats(url)["requests"]
-        # One discovery per source: one SIA2 query per collection (no MAXREC paging here).
-        per_source = 2
-        assert first.get("sia", 0) == len(catalog) * per_source
+        # One discover job: one TAP query for all positions, no SIA2.
+        assert (first.get("tap", 0), first.get("sia", 0)) == (1, 0)
         out = spxflow_rerun(ws, "--update", "--", *slurm_args)
         second = get_stats(url)["requests"]
     assert f"{len(catalog)} of {len(catalog)} measured source(s) marked" in out
     assert "submitted with SLURM jobid" in out
-    assert second["sia"] - first["sia"] == len(catalog) * per_source  # once per source
+    assert second["tap"] - first["tap"] == 1 and second.get("sia", 0) == 0  # once
     assert second.get("cutout", 0) == first.get("cutout", 0)  # nothing fetched twice
     assert not list(ws.glob("results/**/*.retry.*"))

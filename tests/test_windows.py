@@ -64,9 +64,9 @@ def both(tmp_path_factory):
     # No calibration products: both paths fall back alike (nominal solid angle, WCS-WAVE).
     write_json_atomic(CAL_INDEX, {"products": []})
     win, cut = measure_outputs("win"), measure_outputs("cut")
-    rules.measure(SCIENCE, WINDOWS, "AGN", TARGET, [], CAL_INDEX, win)
+    rules.measure_source(SCIENCE, WINDOWS, "AGN", TARGET, [], CAL_INDEX, win)
     assert not (root / "data").exists()  # windows: no file outside the outputs
-    rules.measure(SCIENCE, CUTOUTS, "AGN", TARGET, [], CAL_INDEX, cut)
+    rules.measure_source(SCIENCE, CUTOUTS, "AGN", TARGET, [], CAL_INDEX, cut)
     yield win, cut, root / "data"
     mp.undo()
     os.chdir(old)

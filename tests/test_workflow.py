@@ -16,8 +16,10 @@ from spxflow.columns import MEASUREMENT_COLUMN_NAMES, REQUIRED_COLUMNS
 from spxflow.manifest import verify_manifest
 from tests.workflow_helpers import (
     REPO,
+    chunks_of,
     make_workspace,
     planned_jobs,
+    planned_outputs,
     result_files,
     snakemake,
     spxflow_rerun,
@@ -25,12 +27,18 @@ from tests.workflow_helpers import (
 
 pytestmark = pytest.mark.slow
 
-CONFIG = ["--config", "catalog=catalog.csv"]
+# Three sources in two chunks ([s0, s1], [s2]): every rerun below must stay in its chunk.
+PER_JOB = 2
+CONFIG = ["--config", "catalog=catalog.csv", f"sources_per_job={PER_JOB}"]
 
 
 def tiny_catalog() -> pd.DataFrame:
     demo = pd.read_csv(REPO / "resources" / "demo_catalog.csv")
-    return demo.head(2).reset_index(drop=True)
+    return demo.head(3).reset_index(drop=True)
+
+
+def chunk_of(ws, source: str) -> str:
+    return next(c for c, members in chunks_of(ws, PER_JOB).items() if source in members)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +86,11 @@ def test_every_contract_output_exists_and_is_consistent(done):
         # cleanup=success-after-source: the measure job deletes its cutouts when it succeeds
         assert not (done / f"data/cutouts/{s}").exists()
     summary = pd.read_csv(done / "results/summary/sources.csv")
-    assert len(summary) == 2
+    assert len(summary) == 3
+    for stage in ("measure", "source_products"):
+        for chunk, members in chunks_of(done, PER_JOB).items():
+            record = json.loads((done / f"results/chunks/{stage}/{chunk}.json").read_text())
+            assert record["sources"] == members
     acc = pd.read_csv(done / "results/validation/accuracy.csv")
     assert len(acc) >= 1
 
@@ -88,9 +100,12 @@ def test_complete_run_plans_nothing(done):
 
 
 def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
-    # Runs before the tests below change `done`, which is the uninterrupted reference.
+    # Runs before the tests below change `done`, which is the uninterrupted reference. This
+    # run has a job per source (sources_per_job=1), so it also proves that chunks change no
+    # output: every file but the chunk records is byte-identical.
     ws = make_workspace(tmp_path / "killed", tiny_catalog())
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--scheduler", "greedy", *CONFIG]
+    config = [*CONFIG, "sources_per_job=1"]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--scheduler", "greedy", *config]
     proc = subprocess.Popen(
         cmd, cwd=ws, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -99,8 +114,8 @@ def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    snakemake(ws, "--unlock", *CONFIG)
-    snakemake(ws, "--rerun-incomplete", *CONFIG)
+    snakemake(ws, "--unlock", *config)
+    snakemake(ws, "--rerun-incomplete", *config)
     leftovers = list(ws.rglob("*.part"))
     assert not leftovers, leftovers
     ours, reference = result_files(ws), result_files(done)
@@ -109,6 +124,10 @@ def test_sigkill_midway_then_rerun_gives_identical_outputs(done, tmp_path):
     reference = {
         k: v for k, v in reference.items() if "/measurements/" not in k or k.endswith(".parquet")
     }
+    measure_records = [k for k in ours if k.startswith("results/chunks/measure/")]
+    assert len(measure_records) == len(sources(ws))  # a chunk per source
+    ours = {k: v for k, v in ours.items() if not k.startswith("results/chunks/")}
+    reference = {k: v for k, v in reference.items() if not k.startswith("results/chunks/")}
     ours = {k: v for k, v in ours.items() if k in reference or "/qa/" not in k}
     assert sorted(ours) == sorted(k for k in reference if not k.endswith("_qa_manifest.json"))
     for k in ours:
@@ -131,20 +150,33 @@ def test_report_builds_and_opens_in_chromium(done):
     assert result["screenshot"].stat().st_size > 5000
 
 
-def test_deleting_one_spectrum_reruns_only_that_sources_products(done):
-    s = sources(done)[0]
+@pytest.mark.parametrize("index", [0, 2])
+def test_deleting_one_spectrum_reruns_only_its_chunks_products(done, index):
+    s = sources(done)[index]
     (done / f"results/spectra/{s}.csv").unlink()
     jobs = planned_jobs(done, *CONFIG)
-    per_source = {(r, w) for r, w in jobs if w}
-    assert per_source == {("source_products", f"source={s}")}
+    per_chunk = {(r, w) for r, w in jobs if w}
+    assert per_chunk == {("source_products", chunk_of(done, s))}
     assert {r for r, _ in jobs} <= {"source_products", "summary"}
+    snakemake(done, *CONFIG)
+    assert planned_jobs(done, *CONFIG) == []
+
+
+def test_deleting_one_measurement_table_remeasures_only_its_chunk(done):
+    s = sources(done)[2]
+    (done / f"results/measurements/{s}.parquet").unlink()
+    jobs = planned_jobs(done, *CONFIG)
+    assert {(r, w) for r, w in jobs if w} == {
+        ("measure", chunk_of(done, s)),
+        ("source_products", chunk_of(done, s)),
+    }
     snakemake(done, *CONFIG)
     assert planned_jobs(done, *CONFIG) == []
 
 
 def test_runtime_knobs_rerun_nothing(done):
     assert planned_jobs(done, *CONFIG, "cleanup=never") == []
-    assert planned_jobs(done, *CONFIG, "--set-threads", "measure=2") == []
+    assert planned_jobs(done, *CONFIG, "--set-threads", "measure_c000000=2") == []
     assert planned_jobs(done, "--cores", "1", *CONFIG) == []
 
 
@@ -153,7 +185,7 @@ def test_changing_a_photometry_parameter_reruns_photometry_for_all(done):
     (done / "changed.yaml").write_text("photometry:\n  fit_half_size_px: 5\n")
     jobs = planned_jobs(done, "--configfile", "config/config.yaml", "changed.yaml", *CONFIG)
     measured = {w for r, w in jobs if r == "measure"}
-    assert measured == {f"source={s}" for s in sources(done)}
+    assert measured == set(chunks_of(done, PER_JOB))
     products = {w for r, w in jobs if r == "source_products"}
     assert products == measured
     assert not any(r in ("calibration", "validate_catalog") for r, _ in jobs)
@@ -162,7 +194,7 @@ def test_changing_a_photometry_parameter_reruns_photometry_for_all(done):
 def test_full_qa_runs_only_qa_jobs_from_the_kept_windows(done):
     jobs = planned_jobs(done, *CONFIG, "qa_level=full")
     assert {r for r, _ in jobs} == {"qa_full"}
-    assert len(jobs) == len(sources(done))
+    assert len(jobs) == len(chunks_of(done, PER_JOB))
     snakemake(done, *CONFIG, "qa_level=full")
     for s in sources(done):
         m = json.loads((done / f"results/qa/{s}/{s}_qa_manifest.json").read_text())
@@ -173,7 +205,7 @@ def test_full_qa_runs_only_qa_jobs_from_the_kept_windows(done):
 
 
 def test_rerun_update_fetches_only_new_images(done):
-    s0, s1 = sources(done)
+    s0, s1, _ = sources(done)
     path = done / f"results/discovery/{s0}.parquet"
     table = pd.read_parquet(path)
     new_image = table["obs_publisher_did"].iloc[0]
@@ -197,9 +229,10 @@ def test_rerun_update_fetches_only_new_images(done):
     # (nothing else: it contacts no archive); each re-queries discovery in its measure job,
     # s0 fetches only the new image and s1 nothing.
     assert not planned_jobs(done, *CONFIG)
-    assert "2 of 2 measured source(s) marked" in spxflow_rerun(done, "--update")
-    touched = {w for r, w in planned_jobs(done, *CONFIG) if r == "measure"}
-    assert touched == {f"source={s0}", f"source={s1}"}
+    assert "3 of 3 measured source(s) marked" in spxflow_rerun(done, "--update")
+    planned = planned_jobs(done, *CONFIG)
+    assert {w for r, w in planned if r == "measure"} == set(chunks_of(done, PER_JOB))
+    assert ("discover", "b000000") in planned  # discovery is queried again
     snakemake(done, *CONFIG)
     assert len(pd.read_parquet(path)) == len(table)
     assert len(pd.read_parquet(meas_path)) == n_before + 1
@@ -253,7 +286,8 @@ def test_hostile_names_are_slugged_into_the_project_folders(tmp_path):
         }
     )
     ws = make_workspace(tmp_path / "ws", rows)
-    jobs = planned_jobs(ws, *CONFIG)
-    slugs = {w.split("=", 1)[1] for r, w in jobs if r == "measure"}
+    outputs = planned_outputs(ws, *CONFIG)
+    slugs = {p[len("results/cutouts/") : -len(".json")] for p in outputs if "/cutouts/" in p}
     assert slugs == {"escape", "touch_pwned", "quote_s_x"}
+    assert all(p.startswith(("results/", "resources/")) for p in outputs), sorted(outputs)
     assert not (tmp_path / "escape").exists() and not (ws / "pwned").exists()

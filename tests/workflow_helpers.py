@@ -74,19 +74,47 @@ _JOB = re.compile(
     re.MULTILINE,
 )
 _WILDCARDS = re.compile(r"wildcards: (.*)")
+_OUTPUT = re.compile(r"^\s*output: (.*)$", re.MULTILINE)
+_CHUNK_RULE = re.compile(r"^(\w+)_([bc]\d{6})$")
+
+
+def _dry_run_jobs(ws: Path, *args: str):
+    proc = snakemake(ws, "-n", *args)
+    text = (proc.stdout + proc.stderr).replace("localrule ", "rule ")
+    for m in _JOB.finditer(text):
+        if m.group(1) != "all":  # the target rule itself is not work
+            yield m.group(1), m.group("body")
 
 
 def planned_jobs(ws: Path, *args: str) -> list[tuple[str, str]]:
-    """(rule, wildcards text) of every job a dry run plans."""
-    proc = snakemake(ws, "-n", *args)
-    text = proc.stdout + proc.stderr
-    text = text.replace("localrule ", "rule ")
+    """(rule, wildcards text) of every job a dry run plans; a chunk rule's job is
+    (its family, its chunk), e.g. ("measure", "c000001") for rule measure_c000001."""
     jobs = []
-    for m in _JOB.finditer(text):
-        wc = _WILDCARDS.search(m.group("body"))
-        if m.group(1) != "all":  # the target rule itself is not work
-            jobs.append((m.group(1), wc.group(1).strip() if wc else ""))
+    for rule, body in _dry_run_jobs(ws, *args):
+        if chunk := _CHUNK_RULE.match(rule):
+            jobs.append((chunk.group(1), chunk.group(2)))
+            continue
+        wc = _WILDCARDS.search(body)
+        jobs.append((rule, wc.group(1).strip() if wc else ""))
     return jobs
+
+
+def planned_outputs(ws: Path, *args: str) -> set[str]:
+    """Every output path of the jobs a dry run plans."""
+    out = set()
+    for _, body in _dry_run_jobs(ws, *args):
+        for m in _OUTPUT.finditer(body):
+            out |= {p.strip() for p in m.group(1).split(",")}
+    return out
+
+
+def chunks_of(ws: Path, per_job: int) -> dict[str, list[str]]:
+    """Chunk id -> slugs of the workspace catalog's sources, as the workflow chunks them."""
+    from spxflow.chunks import chunk_sources
+    from spxflow.slug import safe_slug
+
+    names = pd.read_csv(ws / "catalog.csv")["Name"]
+    return chunk_sources([safe_slug(n) for n in names], per_job)
 
 
 def result_files(ws: Path) -> dict[str, bytes]:

@@ -27,12 +27,13 @@ __all__ = [
 def make_archive(science, runtime: dict, cache_dir: str | None = None) -> Archive:
     """The backend named by ``science.backend``, built from its science options
     (``spxflow.settings.ArchiveScience``) and its runtime knobs (``Runtime.archive``);
-    ``cache_dir`` holds what a backend caches across jobs (IRSA: S3 file layouts)."""
+    ``cache_dir`` holds what a backend caches across jobs (IRSA: S3 file layouts; simulated:
+    its EPSF tables under ``sim/``)."""
     options = {**science.options, **runtime}
     if science.backend == "simulated":
         from spxflow.archive.simulated import SimulatedArchive
 
-        return SimulatedArchive.from_config(options)
+        return SimulatedArchive.from_config(options, cache_dir=cache_dir)
     if science.backend == "irsa":
         from spxflow.archive.irsa import IrsaArchive
 

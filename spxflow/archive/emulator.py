@@ -11,6 +11,12 @@ Serves, from a ``SimulatedArchive``:
   real IRSA URLs, so the discovery table equals the simulated backend's). Bad requests answer
   HTTP 200 with a ``QUERY_STATUS=ERROR`` VOTable as IRSA does; more rows than ``MAXREC`` (or
   the emulator's ``sia_max_rows``) answer the first rows with ``QUERY_STATUS=OVERFLOW``.
+- ``POST /TAP/sync`` (form or multipart with an upload, as pyvo sends it; GET too):
+  ``REQUEST=doQuery&LANG=ADQL&QUERY=..&MAXREC=n&UPLOAD=cat,param:cat``, the ADQL shapes of
+  ``spxflow.archive.tap`` answered from ``SimulatedArchive.discover_many``
+  (``spxflow.archive.tapserve``); ADQL it does not understand answers HTTP 400 with a
+  ``QUERY_STATUS=ERROR`` VOTable; more rows than ``MAXREC`` (or ``tap_max_rows``) end with
+  ``QUERY_STATUS=OVERFLOW``.
 - ``GET /ibe/data/spherex/<release>/level2/...fits?center=ra,dec&size=deg[&gzip=false]``
   (release qr2 or qr3): a cutout (``SimulatedArchive.cutout_bytes``, QR2 or R7 layout), gzip
   unless ``gzip=false``; HTTP 400 if no overlap, 404 for an image the archive does not serve.
@@ -23,17 +29,18 @@ Serves, from a ``SimulatedArchive``:
 
 Fault configuration (JSON)::
 
-    {"seed": 1, "sia_max_rows": null,
+    {"seed": 1, "sia_max_rows": null, "tap_max_rows": null,
      "rules": [{"kind": "cutout", "fault": "503", "rate": 0.3},
                {"kind": "cutout", "match": "D3_spx", "fault": "reset", "permanent": true}]}
 
-``kind``: sia | cutout | calibration | * ; ``match``: regex searched in path?query; ``fault``:
-429 | 503 | slow | truncate | reset | gzip | no_overlap | error_votable; ``rate`` (default 1);
+``kind``: sia | tap | cutout | calibration | * ; ``match``: regex searched in path?query; ``fault``:
+429 | 503 | 504 | slow | truncate | reset | gzip | no_overlap | error_votable; ``rate`` (default 1);
 ``permanent`` (the decision depends on the URL only, so the URL always fails; otherwise on the
 URL and how many times it was requested, so retries eventually pass); ``max_per_url`` (at most
-that many injections per URL); ``retry_after`` (s, for 429/503); ``slow_s`` (s, for slow).
+that many injections per URL); ``retry_after`` (s, for 429/503/504); ``slow_s`` (s, for slow).
 Decisions are hashes of (seed, rule, URL, request number): reproducible whatever the thread
-order.
+order. The "URL" of a TAP request is ``/TAP/sync?<its parameters>&UPLOAD_SHA256=<digest of the
+uploaded positions>``, so each chunk of positions is its own URL and a retry repeats it.
 
 CLI: ``python -m spxflow.archive.emulator --port N [--config config/config.yaml] [--faults JSON]``
 
@@ -60,10 +67,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pandas as pd
 
+from spxflow.archive import tapserve
 from spxflow.archive.base import ArchiveError, NoOverlapError
 from spxflow.archive.sia import error_votable_bytes, votable_bytes
 from spxflow.archive.simulated import SimulatedArchive
@@ -71,8 +79,8 @@ from spxflow.archive.validate import maybe_gunzip
 from spxflow.format import CALIBRATION_TOKENS, calibration_file_name, calibration_token
 
 IRSA_ORIGIN = "https://irsa.ipac.caltech.edu"
-FAULTS = ("429", "503", "slow", "truncate", "reset", "gzip", "no_overlap", "error_votable")
-KINDS = ("sia", "cutout", "calibration")
+FAULTS = ("429", "503", "504", "slow", "truncate", "reset", "gzip", "no_overlap", "error_votable")
+KINDS = ("sia", "tap", "cutout", "calibration")
 _RELEASE_PATH = "|".join(sorted(CALIBRATION_TOKENS))
 _CUTOUT_RE = re.compile(rf"^/ibe/data/spherex/(?:{_RELEASE_PATH})/level2/")
 _CAL_RE = re.compile(
@@ -135,14 +143,17 @@ def _complete_rule(i: int, r: dict) -> None:
 
 def _check_faults(cfg: Mapping | None) -> dict:
     cfg, rules = check_faults(
-        "emulator", cfg, {"seed", "rules", "sia_max_rows"}, _RULE_KEYS, FAULTS, _complete_rule
+        "emulator",
+        cfg,
+        {"seed", "rules", "sia_max_rows", "tap_max_rows"},
+        _RULE_KEYS,
+        FAULTS,
+        _complete_rule,
     )
-    max_rows = cfg.get("sia_max_rows")
-    return {
-        "seed": int(cfg.get("seed", 0)),
-        "rules": rules,
-        "sia_max_rows": None if max_rows is None else int(max_rows),
-    }
+    out = {"seed": int(cfg.get("seed", 0)), "rules": rules}
+    for key in ("sia_max_rows", "tap_max_rows"):
+        out[key] = None if cfg.get(key) is None else int(cfg[key])
+    return out
 
 
 class LockedStats:
@@ -297,6 +308,8 @@ class _Handler(LoopbackHandler):
         kind = self._kind(split.path)
         if kind is None:
             return self._send(404, b"not found\n", "text/plain")
+        if kind == "tap":
+            return self._tap_request(parse_qsl(split.query, keep_blank_values=True), {})
         self._counted(kind, split)
 
     def do_POST(self):
@@ -315,12 +328,27 @@ class _Handler(LoopbackHandler):
             return self._json({"reset": True})
         if split.path.rstrip("/") == "/SIA":  # SIA2 also accepts POSTed parameters
             return self._counted("sia", urlsplit(f"/SIA?{body.decode('utf-8', 'replace')}"))
+        if split.path.rstrip("/") == "/TAP/sync":
+            try:
+                fields, files = tapserve.parse_form(self.headers.get("Content-Type", ""), body)
+            except (ValueError, TypeError) as exc:
+                fields, files = [("BAD_BODY", str(exc))], {}
+            return self._tap_request(fields, files)
         return self._send(405, b"method not allowed\n", "text/plain")
+
+    def _tap_request(self, fields: list[tuple[str, str]], files: dict[str, bytes]) -> None:
+        """Count and serve a TAP request under its canonical URL (see the module docstring)."""
+        digest = hashlib.sha256(b"".join(files[k] for k in sorted(files))).hexdigest()[:16]
+        query = urlencode([*fields, ("UPLOAD_SHA256", digest)])
+        self._tap_files = files
+        self._counted("tap", urlsplit(f"/TAP/sync?{query}"))
 
     @staticmethod
     def _kind(path: str) -> str | None:
         if path.rstrip("/") == "/SIA":
             return "sia"
+        if path.rstrip("/") == "/TAP/sync":
+            return "tap"
         if _CUTOUT_RE.match(path):
             return "cutout"
         if _CAL_RE.match(path):
@@ -368,12 +396,14 @@ class _Handler(LoopbackHandler):
     def _serve(self, kind: str, split, key: str, n: int) -> int:
         rule = self.server.decide(kind, key, n)
         fault = rule["fault"] if rule else None
-        if fault == "429" or fault == "503":
+        if fault in ("429", "503", "504"):  # 504: the sync TAP gateway's timeout
             headers = {"Retry-After": str(rule.get("retry_after", 1))}
-            if fault == "503" and "retry_after" not in rule:
+            if fault != "429" and "retry_after" not in rule:
                 headers = {}
             code = int(fault)
-            msg = b"Too Many Requests\n" if code == 429 else b"Service Unavailable\n"
+            msg = {429: b"Too Many Requests\n", 503: b"Service Unavailable\n"}.get(
+                code, b"Gateway Timeout\n"
+            )
             return self._send(code, msg, "text/plain", headers)
         if fault == "reset":
             self._reset()
@@ -390,6 +420,17 @@ class _Handler(LoopbackHandler):
         params = _params(split.query)
         if kind == "sia":
             code, body, ctype = self._sia(params)
+        elif kind == "tap":
+            if params.get("BAD_BODY"):
+                code, body = 400, tapserve.error_votable(f"bad request: {params['BAD_BODY'][0]}")
+                ctype = "application/x-votable+xml"
+            else:
+                code, body, ctype = tapserve.answer(
+                    self.server.archive,
+                    params,
+                    getattr(self, "_tap_files", {}),
+                    self.server.faults.get("tap_max_rows"),
+                )
         elif kind == "cutout":
             code, body, ctype = self._cutout(split.path, params, force_gzip=fault == "gzip")
         else:
@@ -515,6 +556,7 @@ def _params(query: str) -> dict[str, list[str]]:
 
 
 _SIA_PARAMS = {"POS", "COLLECTION", "TIME", "MAXREC", "RESPONSEFORMAT", "BAND", "ID"}
+_SIA_PARAMS |= {"REQUEST", "LANG", "QUERY", "FORMAT", "UPLOAD", "BAD_BODY"}  # TAP's
 
 
 def archive_from(archive_cfg) -> SimulatedArchive:

@@ -4,6 +4,10 @@
   TIME paging when a (deep-field) answer overflows; HTTP-200 ``QUERY_STATUS=ERROR`` answers
   become ``ArchiveError`` with IRSA's message; rows normalised to the simulated backend's table
   (``spxflow.archive.sia``).
+- Catalog discovery (``discover_many``): ``archive.irsa.discovery: tap`` (default) uploads the
+  positions to IRSA TAP, ``tap_upload_rows`` per query (``spxflow.archive.tap``), with the same
+  retries and host slots; ``sia`` runs the per-position SIA2 queries above. Both give equal
+  tables.
 - Cutouts: ``access_url?center=<ra>,<dec>&size=<deg>&gzip=false`` streamed through
   ``spxflow.archive.http.download`` (retries, backoff with jitter, Retry-After, per-host
   concurrency limit shared by threads and processes, validation before an atomic rename).
@@ -45,6 +49,7 @@ from spxflow.archive.http import (
     rewrite_url,
 )
 from spxflow.archive.sia import SiaClient
+from spxflow.archive.tap import TapClient
 from spxflow.archive.validate import cutout_problem
 from spxflow.config import block_defaults
 from spxflow.fileio import sha256_file
@@ -79,6 +84,10 @@ class IrsaArchive(Archive):
         backoff_base_s: float = CONFIG_DEFAULTS["backoff_base_s"],
         backoff_max_s: float = CONFIG_DEFAULTS["backoff_max_s"],
         maxrec: int = CONFIG_DEFAULTS["maxrec"],
+        discovery: str = CONFIG_DEFAULTS["discovery"],
+        tap_url: str = CONFIG_DEFAULTS["tap_url"],
+        tap_upload_rows: int = CONFIG_DEFAULTS["tap_upload_rows"],
+        tap_maxrec: int = CONFIG_DEFAULTS["tap_maxrec"],
         lock_dir: str | os.PathLike | None = CONFIG_DEFAULTS["lock_dir"],
         pixels: str = CONFIG_DEFAULTS["pixels"],
         s3_url: str = CONFIG_DEFAULTS["s3_url"],
@@ -102,6 +111,11 @@ class IrsaArchive(Archive):
         if pixels not in ("s3", "cutout"):
             raise ValueError(f"config archive.irsa.pixels must be s3 or cutout, got {pixels!r}")
         self.pixels = pixels
+        if discovery not in ("tap", "sia"):
+            raise ValueError(f"config archive.irsa.discovery must be tap or sia, got {discovery!r}")
+        if int(tap_upload_rows) < 1 or int(tap_maxrec) < 1:
+            raise ValueError("config archive.irsa.tap_upload_rows and tap_maxrec must be >= 1")
+        self.discovery = discovery
         # Discovery rows carry real IBE URLs; only those under this root are read from S3.
         self.ibe_root = check_ibe_data_url(ibe_data_url)
         self.s3_options = {
@@ -128,6 +142,18 @@ class IrsaArchive(Archive):
             slot=self.slots,
             retry=lambda fn: self.policy.run(fn, f"SIA2 {self.sia_url}"),
         )
+        self.tap_url = rewrite_url(tap_url, self.base_url_override)
+        self.tap = TapClient(
+            self.tap_url,
+            self.collections,
+            self.ibe_root,
+            upload_rows=int(tap_upload_rows),
+            maxrec=int(tap_maxrec),
+            max_concurrent=self.max_concurrent,
+            session=self.session,
+            slot=self.slots,
+            retry=lambda fn: self.policy.run(fn, f"TAP {self.tap_url}"),
+        )
 
     @classmethod
     def from_config(cls, cfg: Mapping | None, cache_dir: str | None = None) -> IrsaArchive:
@@ -147,8 +173,11 @@ class IrsaArchive(Archive):
     def discover_many(
         self, positions: Sequence[tuple[str, float, float]], radius_arcsec: float = 0.0
     ) -> dict[str, pd.DataFrame]:
-        """One SIA2 query set per position, at most ``max_concurrent_per_host`` at a time."""
+        """TAP with uploaded positions (``discovery: tap``), or one SIA2 query set per position,
+        at most ``max_concurrent_per_host`` at a time (``discovery: sia``)."""
         positions = list(positions)
+        if self.discovery == "tap":
+            return self.tap.discover_many(positions, float(radius_arcsec))
         width = max(1, min(self.max_concurrent, len(positions)))
         with ThreadPoolExecutor(max_workers=width) as pool:
             tables = list(pool.map(lambda p: self.discover(p[1], p[2], radius_arcsec), positions))

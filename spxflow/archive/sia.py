@@ -117,7 +117,11 @@ def normalise_sia_table(table) -> pd.DataFrame:
 
 def coerce_sia_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     """``normalise_discovery`` plus the simulated backend's dtypes (float64, int64, str)."""
-    df = normalise_discovery(df)
+    return cast_sia_dtypes(normalise_discovery(df))
+
+
+def cast_sia_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    """The §3.1 columns of ``df`` with the simulated backend's dtypes, rows left in order."""
     out = {}
     for name in SIA_COLUMN_NAMES:
         kind = SIA_DTYPES[name]

@@ -49,7 +49,16 @@ from spxflow.format import (
     calibration_file_name,
     calibration_id,
 )
-from spxflow.sim import calproducts, discovery, render, sky, spectral_model, survey, wholefile
+from spxflow.sim import (
+    calproducts,
+    discovery,
+    diskcache,
+    render,
+    sky,
+    spectral_model,
+    survey,
+    wholefile,
+)
 from spxflow.sim.sed import band_average, monochromatic
 
 DEFAULT_TRUTH_TABLE = Path(__file__).resolve().parents[2] / "resources" / "sim_sky_truth.csv"
@@ -94,10 +103,16 @@ class SimulatedArchive(Archive):
         field_stars: bool = CONFIG_DEFAULTS["field_stars"],
         truth_table: str | os.PathLike | None = CONFIG_DEFAULTS["truth_table"],
         pixels: str = CONFIG_DEFAULTS["pixels"],
+        cache_dir: str | os.PathLike | None = None,
     ):
         if pixels not in ("window", "cutout"):
             raise ValueError(f"simulated archive: pixels must be window or cutout, got {pixels!r}")
         self.pixels = pixels  # what the measure job asks for: fetch_windows or fetch_cutouts
+        if cache_dir is not None:
+            # The simulator's own tables (EPSF), shared by the jobs of a run under
+            # <cache_dir>/sim. Process-wide, as the in-memory caches are; the bytes are the same
+            # either way. None leaves the setting alone (in-memory only unless set).
+            diskcache.set_dir(Path(cache_dir) / "sim")
         self._whole_files = wholefile.ObjectCache()  # S3 objects served by whole_file()
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ValueError(f"simulated archive: seed must be an integer, got {seed!r}")
@@ -148,8 +163,11 @@ class SimulatedArchive(Archive):
         )
 
     @classmethod
-    def from_config(cls, cfg: Mapping | None) -> SimulatedArchive:
-        """Build from the ``archive.simulated`` config mapping (unknown keys are an error)."""
+    def from_config(
+        cls, cfg: Mapping | None, cache_dir: str | os.PathLike | None = None
+    ) -> SimulatedArchive:
+        """Build from the ``archive.simulated`` config mapping (unknown keys are an error);
+        ``cache_dir`` (a run's ``data/cache``) keeps the simulator's tables across jobs."""
         cfg = dict(cfg or {})
         unknown = sorted(set(cfg) - set(CONFIG_DEFAULTS))
         if unknown:
@@ -158,7 +176,7 @@ class SimulatedArchive(Archive):
                 f"known: {sorted(CONFIG_DEFAULTS)}"
             )
         merged = {**CONFIG_DEFAULTS, **cfg}
-        return cls(**merged)
+        return cls(**merged, cache_dir=cache_dir)
 
     # ------------------------------------------------------------------ discovery
     def discover(self, ra: float, dec: float, radius_arcsec: float = 0.0) -> pd.DataFrame:

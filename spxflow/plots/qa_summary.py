@@ -33,6 +33,7 @@ from spxflow.crossrelease import (
 )
 from spxflow.fileio import Written
 from spxflow.plots.sed import RELEASE_MARKER_SIZE, _num, classify_rows, release_markers
+from spxflow.plots.stamp_mosaic import draw_stamp_mosaic
 from spxflow.plots.style import (
     COLOR_NOT_RECOMMENDED,
     COLOR_RECOMMENDED,
@@ -42,16 +43,15 @@ from spxflow.plots.style import (
     load_result_flags,
     message_panel,
     new_figure,
-    robust_limits,
     save_png,
     shade_detector_bands,
-    symmetric_limit,
     wavelength_limits_um,
 )
 
 TRUTH_COLUMNS = ("truth_flux_uJy", "flux_true_uJy", "true_flux_uJy")
 LOCAL_PULL_HALF_WINDOW = 3
 MAX_STAMPS = 6
+STAMP_GRID_RAISE = 0.03  # figure fraction
 CHI2_MAX = 5.0
 XREL_ALERT_SIGMA = 3.0
 SNR_TITLE = "S/N vs wavelength (filled: science recommended)"
@@ -141,8 +141,11 @@ def _status_order(status: pd.Series) -> list[str]:
     return [k for k in known if (status == k).any()] + sorted(set(status) - set(known))
 
 
-def _style(ax, title: str, xlabel: str = "", ylabel: str = "") -> None:
-    ax.set_title(title, fontsize=FONT["label"], loc="left")
+def _style(ax, title: str, xlabel: str = "", ylabel: str = "", *, auto_title: bool = False) -> None:
+    # Automatic title placement only lifts the title above top-side tick labels or a y offset
+    # text ('1e-5', '+0.2'), and costs a full y-tick layout per panel at draw time; only the
+    # panels of arbitrary y values (auto_title) can have an offset text, so only they pay.
+    ax.set_title(title, fontsize=FONT["label"], loc="left", y=None if auto_title else 1.0)
     ax.set_xlabel(xlabel, fontsize=FONT["small"] + 1)
     ax.set_ylabel(ylabel, fontsize=FONT["small"] + 1)
     ax.tick_params(labelsize=FONT["tick"])
@@ -188,7 +191,7 @@ def _snr_panel(ax, df, masks) -> None:
         f"{int((ok & np.isfinite(snr) & (release == rel)).sum())}"
         for rel in releases
     )
-    ax.set_title(f"{SNR_TITLE}; {key}", fontsize=FONT["label"], loc="left")
+    ax.set_title(f"{SNR_TITLE}; {key}", fontsize=FONT["label"], loc="left", y=1.0)
     ax.axhline(0, color="#444", lw=0.7)
     ax.axhline(3, color="#b03a2e", lw=0.7, ls="--")
     ax.set_xlim(*wavelength_limits_um())
@@ -236,15 +239,17 @@ def _chi2_panel(ax, df, masks) -> None:
     n_over = int((vals > CHI2_MAX).sum())
     bins = np.linspace(0, CHI2_MAX, 41)
     rec = masks["recommended"][s]
-    ax.hist(
+    *_, patches = ax.hist(
         [np.clip(vals[rec], 0, CHI2_MAX), np.clip(vals[~rec], 0, CHI2_MAX)],
         bins=bins,
         stacked=True,
+        histtype="stepfilled",  # one polygon per class, not one patch per bin
         color=[COLOR_RECOMMENDED, COLOR_NOT_RECOMMENDED],
         label=["recommended", "not recommended"],
     )
     ax.axvline(1.0, color="#b03a2e", lw=0.8, ls="--")
-    ax.legend(fontsize=FONT["small"], loc="upper right")
+    # Stacked polygons are added top class first; keep the legend in the classes' order.
+    ax.legend(handles=[p[0] for p in patches], fontsize=FONT["small"], loc="upper right")
     ax.text(
         0.98,
         0.6,
@@ -291,7 +296,7 @@ def _pull_panel(ax, df, masks) -> None:
         message_panel(ax, "too few measurements\nfor a pull distribution")
         return
     bins = np.linspace(-6, 6, 49)
-    ax.hist(np.clip(pull, -6, 6), bins=bins, color="#66a61e", alpha=0.85)
+    ax.hist(np.clip(pull, -6, 6), bins=bins, histtype="stepfilled", color="#66a61e", alpha=0.85)
     x = np.linspace(-6, 6, 200)
     width = bins[1] - bins[0]
     ax.plot(
@@ -314,7 +319,7 @@ def _pull_panel(ax, df, masks) -> None:
 
 
 def _vs_wavelength(ax, df, masks, column: str, title: str) -> None:
-    _style(ax, title, "Wavelength (µm)")
+    _style(ax, title, "Wavelength (µm)", auto_title=True)
     y = _num(df, column)
     s = ~masks["failed"] & np.isfinite(y)
     if not s.any():
@@ -328,52 +333,12 @@ def _vs_wavelength(ax, df, masks, column: str, title: str) -> None:
 
 def _stamp_grid(fig, spec, stamps: list[dict] | None) -> None:
     stamps = [s for s in (stamps or []) if s is not None][:MAX_STAMPS]
+    ax = fig.add_subplot(spec)
     if not stamps:
-        ax = fig.add_subplot(spec)
         message_panel(ax, "cutout stamps not available for this source", fontsize=FONT["title"])
         return
-    per_row = 3
-    nrows = 2 if len(stamps) > per_row else 1
-    grid = spec.subgridspec(nrows, per_row * 3, wspace=0.04, hspace=0.28)
-    for k, st in enumerate(stamps):
-        r, c = divmod(k, per_row)
-        data, model, resid = (
-            np.asarray(st.get(key), dtype=float) for key in ("data", "model", "residual")
-        )
-        mask = st.get("mask")
-        vmin, vmax = robust_limits([data, model])
-        rlim = symmetric_limit(resid)
-        for j, (img, name) in enumerate(((data, "data"), (model, "model"), (resid, "resid"))):
-            ax = fig.add_subplot(grid[r, c * 3 + j])
-            if name == "resid":
-                ax.imshow(
-                    img,
-                    origin="lower",
-                    cmap="RdBu_r",
-                    vmin=-rlim,
-                    vmax=rlim,
-                    interpolation="nearest",
-                )
-            else:
-                ax.imshow(
-                    img, origin="lower", cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest"
-                )
-            if name == "data" and mask is not None and np.asarray(mask).shape == img.shape:
-                _overlay_mask(ax, np.asarray(mask))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(name, fontsize=FONT["small"], pad=2)
-        fig.add_subplot(grid[r, c * 3 : c * 3 + 3], frameon=False).set_axis_off()
-        fig.axes[-1].set_title(
-            str(st.get("label", f"stamp {k + 1}")), fontsize=FONT["small"] + 1, pad=14
-        )
-
-
-def _overlay_mask(ax, mask: np.ndarray) -> None:
-    """Masked pixels as translucent cyan on top of the data."""
-    m = mask.astype(bool)
-    if not m.any():
-        return
-    rgba = np.zeros(m.shape + (4,))
-    rgba[m] = (0.0, 1.0, 1.0, 0.55)
-    ax.imshow(rgba, origin="lower", interpolation="nearest")
+    # The stamp labels need no room above the Axes (unlike the Axes titles of the panels
+    # above), so the mosaic may use part of the gap: bigger stamps in the same figure.
+    box = ax.get_position()
+    ax.set_position((box.x0, box.y0, box.width, box.height + STAMP_GRID_RAISE))
+    draw_stamp_mosaic(ax, stamps)

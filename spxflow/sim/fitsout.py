@@ -2,17 +2,21 @@
 
 Why not ``astropy.io.fits.HDUList.writeto``: a cutout is written ~50 times per second and most
 of it (PSF cube, WCS-WAVE, constant cards) is identical for a detector, so the bytes of those
-parts are built once and cached. Card images are formatted by ``astropy.io.fits.Card`` so the
+parts are built once and cached. Card images are formatted as ``astropy.io.fits.Card`` formats
+them (byte for byte; the common cards by ``_fast_card``, the rest by ``Card`` itself) so the
 text is standard; the result reads cleanly with astropy and fitsio.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import re
 import warnings
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.card import _format_value  # astropy's value formatter, no config lookups
 from astropy.io.fits.verify import VerifyWarning
 
 BLOCK = 2880
@@ -25,7 +29,51 @@ def card(key: str, value=None, comment: str = "") -> str:
     return _cached_card(key, value, comment)
 
 
+_FAST_KEY = re.compile(r"[A-Z0-9_-]{1,8}\Z")  # a standard keyword, never HIERARCH or RVKC
+_PRINTABLE = re.compile(r"[ -~]*\Z")  # what Card accepts in values and comments
+_SPECIAL_KEYS = frozenset(("COMMENT", "HISTORY", "CONTINUE", "END"))
+
+
+def _fast_card(key: str, value, comment: str) -> str | None:
+    """The image ``fits.Card(key, value, comment).image`` would produce, built directly for a
+    standard key with a bool/int/finite float/short str value and a str comment; None for
+    anything else (the caller falls back to ``fits.Card``).
+
+    Why: a measurement window's header has ~20 cards with unique float values, and ``Card``
+    costs ~0.1 ms each, mostly astropy config lookups. This mirrors ``Card._format_image`` for
+    the plain case: ``KEYWORD= <_format_value(value)> / comment`` padded to 80, an over-long
+    card cut at 80 (comment truncated) unless it is a string needing CONTINUE cards.
+    tests/test_sim_fitsout.py checks it against ``fits.Card`` on many values."""
+    kind = type(value)  # exact types: subclasses (np.float64, enums) take the Card path
+    if kind is float:
+        if not math.isfinite(value):
+            return None  # Card raises
+    elif kind is str:
+        if ": " in value or not _PRINTABLE.match(value):
+            return None  # possible record-valued card, or Card raises
+    elif kind is not int and kind is not bool:
+        return None
+    if (
+        type(comment) is not str
+        or key in _SPECIAL_KEYS
+        or not _FAST_KEY.match(key)
+        or not _PRINTABLE.match(comment)
+        or comment.isspace()  # Card drops an all-blank comment (strip_header_whitespace)
+    ):
+        return None
+    text = _format_value(value)
+    image = f"{key:8}= {text} / {comment}" if comment else f"{key:8}= {text}"
+    if len(image) <= 80:
+        return f"{image:80}"
+    if kind is str and len(text) > 70:
+        return None  # a long string: CONTINUE cards
+    return image[:80]
+
+
 def _card(key: str, value, comment: str) -> str:
+    fast = _fast_card(key, value, comment)
+    if fast is not None:
+        return fast
     if key in ("COMMENT", "HISTORY"):
         return fits.Card(key, value).image
     if len(key) > 8 or " " in key:
@@ -37,7 +85,7 @@ def _card(key: str, value, comment: str) -> str:
 
 # Why: astropy formats ~0.06 ms per card and each cutout writes ~60-80 per-cutout cards whose
 # values (structure cards, CRPIX of a box, compression cards) mostly repeat; ``typed`` keeps
-# True/1/1.0 apart.
+# True/1/1.0 apart. A hit is still ~3x cheaper than ``_fast_card``.
 _cached_card = functools.lru_cache(maxsize=65536, typed=True)(_card)
 
 

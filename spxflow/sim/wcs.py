@@ -37,20 +37,38 @@ class Sip:
 
 def sip_poly(coef: np.ndarray, u, v):
     """Evaluate sum coef[p, q] u^p v^q (Horner-free; 10 terms)."""
-    out = np.zeros(np.broadcast(u, v).shape)
-    for p, q in _TERMS:
-        c = coef[p, q]
-        if c != 0.0:
-            out = out + c * (u**p) * (v**q)
-    return out
+    return sip_polys((coef,), u, v)[0]
+
+
+def sip_polys(coefs, u, v) -> list:
+    """``[sip_poly(c, u, v) for c in coefs]`` with the powers u^p, v^q computed once.
+
+    Why: world_to_pixel evaluates A and B (or AP and BP) at the same (u, v) 14 times per call
+    on tiny arrays, where each numpy operation costs its overhead. The terms are the same
+    operations in the same order as ``c * u**p * v**q``, minus the factors u**0 = v**0 = 1.0
+    (multiplying by 1.0 is exact), so the values are bit-identical."""
+    shape = np.broadcast(u, v).shape
+    up = [None, u**1, u**2, u**3]
+    vq = [None, v**1, v**2, v**3]
+    outs = []
+    for coef in coefs:
+        out = np.zeros(shape)
+        for p, q in _TERMS:
+            c = coef[p, q]
+            if c != 0.0:
+                term = c if p == 0 else c * up[p]
+                out = out + (term if q == 0 else term * vq[q])
+        outs.append(out)
+    return outs
 
 
 def _fit_inverse(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AP/BP: least-squares cubic such that u = U + AP(U, V) over the frame."""
     g = np.linspace(-NPIX / 2, NPIX / 2, 41)
     u, v = (arr.ravel() for arr in np.meshgrid(g, g))
-    uu = u + sip_poly(a, u, v)
-    vv = v + sip_poly(b, u, v)
+    da, db = sip_polys((a, b), u, v)
+    uu = u + da
+    vv = v + db
     design = np.stack([(uu**p) * (vv**q) for p, q in _TERMS], axis=1)
     scale = np.abs(design).max(axis=0)
     sol_u, *_ = np.linalg.lstsq(design / scale, u - uu, rcond=None)
@@ -125,8 +143,9 @@ def pixel_to_world(x0, y0, ra0, dec0, cd, sip: Sip):
     """0-based parent pixels -> (ra, dec) in degrees. ``cd`` has shape (..., 2, 2)."""
     u = np.asarray(x0, dtype=float) + 1.0 - CRPIX
     v = np.asarray(y0, dtype=float) + 1.0 - CRPIX
-    fu = u + sip_poly(sip.a, u, v)
-    fv = v + sip_poly(sip.b, u, v)
+    da, db = sip_polys((sip.a, sip.b), u, v)
+    fu = u + da
+    fv = v + db
     xi = cd[..., 0, 0] * fu + cd[..., 0, 1] * fv
     eta = cd[..., 1, 0] * fu + cd[..., 1, 1] * fv
     return tan_deproject(xi, eta, ra0, dec0)
@@ -143,10 +162,12 @@ def world_to_pixel(ra, dec, ra0, dec0, cd, sip: Sip, iterations: int = 6):
     near = (np.abs(fu) < 4000.0) & (np.abs(fv) < 4000.0)
     fu_n = np.where(near, fu, 0.0)
     fv_n = np.where(near, fv, 0.0)
-    u = fu_n + sip_poly(sip.ap, fu_n, fv_n)
-    v = fv_n + sip_poly(sip.bp, fu_n, fv_n)
+    dap, dbp = sip_polys((sip.ap, sip.bp), fu_n, fv_n)
+    u = fu_n + dap
+    v = fv_n + dbp
     for _ in range(iterations):  # fixed point of u + A(u, v) = fu (distortion gradients << 1)
-        u, v = fu_n - sip_poly(sip.a, u, v), fv_n - sip_poly(sip.b, u, v)
+        da, db = sip_polys((sip.a, sip.b), u, v)
+        u, v = fu_n - da, fv_n - db
     u = np.where(near, u, fu)
     v = np.where(near, v, fv)
     return u + CRPIX - 1.0, v + CRPIX - 1.0, front

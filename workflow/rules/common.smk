@@ -2,9 +2,18 @@
 # Parsing only reads and validates: Snakemake parses this file for dry runs, --lint,
 # --report and in every job it spawns, so nothing here writes a file or contacts an archive
 # (re-runs are marked beforehand by `python -m spxflow rerun`).
+from snakemake.io import report as report_flag
 from snakemake.utils import validate
 
 from spxflow.catalog import CatalogSettings, neighbour_lists, read_catalog
+from spxflow.chunks import (
+    chunk_sources,
+    discovery_batches,
+    discovery_table,
+    missing_outputs,
+    record_path,
+    stage_outputs,
+)
 from spxflow.config import config_schema, validate_config
 from spxflow.configcli import coerce_cli_strings
 from spxflow.format import (
@@ -41,6 +50,13 @@ CALIBRATION_FILES = [
     for product in calibration_needed(Science.from_config(config))
 ]
 CALIBRATION_INDEX = "resources/calibration/calibration_index.json"
+# Chunk id -> its sources: one measure, products (and full-QA) job per chunk.
+CHUNKS = chunk_sources(SOURCES, config["sources_per_job"])
+# Batch id -> its chunks: one discover job per batch.
+BATCHES = discovery_batches(
+    CHUNKS, config["sources_per_job"], config["discovery_batch_sources"]
+)
+BATCH_OF = {chunk: batch for batch, chunks in BATCHES.items() for chunk in chunks}
 IS_SIMULATED = config["archive"]["backend"] == "simulated"
 
 
@@ -51,28 +67,18 @@ wildcard_constraints:
 
 
 def get_final_outputs():
-    # Every user-facing product is requested, not just the manifest: Snakemake re-creates a
-    # missing output only if something asks for it (the cutout index too: `spxflow rerun`
-    # sets it aside to make the source's measure job run again).
-    outputs = expand(
-        [
-            "results/cutouts/{source}.json",
-            "results/spectra/{source}.csv",
-            "results/provenance/{source}_provenance.json",
-            "results/provenance/{source}_measurement_index.json",
-            "results/plots/{source}_sed.png",
-            "results/qa/{source}/{source}_qa_summary.png",
-            "results/provenance/{source}_output_manifest.json",
-        ],
-        source=SOURCES,
-    )
+    # The chunk records, plus every per-source output gone missing from a finished chunk:
+    # Snakemake re-creates a missing output only if something asks for it (`spxflow rerun`
+    # sets a cutout index aside to make the source's measure job run again).
+    stages = ["measure", "source_products"]
+    if config["qa_level"] == "full":
+        stages.append("qa_full")
+    outputs = [record_path(stage, chunk) for stage in stages for chunk in CHUNKS]
+    for stage in stages:
+        outputs += missing_outputs(stage, CHUNKS)
     outputs += ["results/summary/sources.csv", "results/summary/measurements.fits"]
     if IS_SIMULATED:
         outputs.append("results/validation/accuracy.csv")
-    if config["qa_level"] == "full":
-        outputs += expand(
-            "results/qa/{source}/{source}_qa_manifest.json", source=SOURCES
-        )
     return outputs
 
 
@@ -81,24 +87,30 @@ def get_calibration_release(wildcards):
     return parse_calibration_file_name(name)[0]
 
 
-def get_target(wildcards):
-    return TARGETS[wildcards.source]
+def chunk_targets(sources):
+    return {s: TARGETS[s] for s in sources}
 
 
-def get_neighbours(wildcards):
-    return NEIGHBOURS[wildcards.source]
+def chunk_neighbours(sources):
+    return {s: NEIGHBOURS[s] for s in sources}
 
 
-def get_all_measurements(wildcards=None):
-    return expand("results/measurements/{source}.parquet", source=SOURCES)
+def get_records(stage):
+    return [record_path(stage, chunk) for chunk in CHUNKS]
 
 
-def get_all_cutout_indexes(wildcards=None):
-    return expand("results/cutouts/{source}.json", source=SOURCES)
-
-
-def get_all_manifests(wildcards=None):
-    return expand("results/provenance/{source}_output_manifest.json", source=SOURCES)
+def report_outputs(paths, sources, caption, figure):
+    # One report entry per source's figure, filed under the source.
+    return [
+        report_flag(
+            path,
+            caption=caption,
+            category="Sources",
+            subcategory=source,
+            labels={"source": source, "figure": figure},
+        )
+        for path, source in zip(paths, sources)
+    ]
 
 
 # Resources live in the rules, here scaled by the attempt (a job killed for memory or time is
@@ -110,8 +122,9 @@ def mem_mb_scaled(base):
     return mem_mb
 
 
-def runtime_scaled(base):
+def runtime_scaled(base, sources=1):
+    # A chunk job's time is its sources' times added up.
     def runtime(wildcards, attempt):
-        return base * attempt
+        return base * sources * attempt
 
     return runtime

@@ -1,32 +1,38 @@
-# Discovery, cutouts and photometry of one source in one job: the DAG stays at two jobs per
-# source (Snakemake costs ~3 ms per job), and cutouts never become a directory() output; they
-# live in data/cutouts/{source}/ while the job runs (bounded by max_live_cutout_gb) and are
-# deleted when it succeeds unless cleanup=never. Products are a separate rule, so a deleted
+# Pixels and photometry of the sources of one chunk (`sources_per_job`) in one job,
+# with every output at its per-source path: Snakemake costs per job, and a new interpreter per
+# job costs seconds. Their discovery rows come from their batch's table (discovery.smk). Cutouts never become a directory() output; they live in
+# data/cutouts/{source}/ while the job runs (bounded by max_live_cutout_gb) and are deleted
+# when the source is measured unless cleanup=never. Products are a separate rule, so a deleted
 # spectrum or plot is rebuilt from the measurements without re-downloading.
-rule measure:
-    input:
-        calibration_index=CALIBRATION_INDEX,
-    output:
-        discovery="results/discovery/{source}.parquet",
-        cutout_index="results/cutouts/{source}.json",
-        measurements="results/measurements/{source}.parquet",
-        stamps="results/qa/{source}/{source}_stamps.npz",
-    log:
-        "logs/measure/{source}.log",
-    benchmark:
-        "logs/benchmarks/measure/{source}.tsv"
-    retries: 2
-    group:
-        "per_source"
-    conda:
-        "../../envs/spxflow.yaml"
-    threads: 1
-    resources:
-        mem_mb=mem_mb_scaled(2000),
-        runtime=runtime_scaled(60),
-    params:
-        target=get_target,
-        neighbours=get_neighbours,
-        science=SCIENCE,
-    script:
-        "../../scripts/measure.py"
+for chunk, members in CHUNKS.items():
+
+    rule:
+        name:
+            f"measure_{chunk}"
+        input:
+            discovery=discovery_table(BATCH_OF[chunk]),
+            calibration_index=CALIBRATION_INDEX,
+        output:
+            **stage_outputs("measure", members),
+            # The record first: Snakemake finds a requested file by scanning a rule's outputs.
+            record=record_path("measure", chunk),
+        log:
+            f"logs/measure/{chunk}.log",
+        benchmark:
+            f"logs/benchmarks/measure/{chunk}.tsv"
+        retries: 2
+        group:
+            "per_chunk"
+        conda:
+            "../../envs/spxflow.yaml"
+        threads: 1
+        resources:
+            mem_mb=mem_mb_scaled(2000),
+            runtime=runtime_scaled(60, len(members)),
+        params:
+            chunk=chunk,
+            targets=chunk_targets(members),
+            neighbours=chunk_neighbours(members),
+            science=SCIENCE,
+        script:
+            "../../scripts/measure.py"

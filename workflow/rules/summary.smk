@@ -1,8 +1,9 @@
 rule summary:
     input:
         catalog="results/catalog/catalog.csv",
-        measurements=get_all_measurements(),
-        manifests=get_all_manifests(),
+        # The chunk records list each source's files (and come after its products).
+        measured=get_records("measure"),
+        products=get_records("source_products"),
     output:
         sources=report(
             "results/summary/sources.csv",
@@ -27,8 +28,7 @@ rule summary:
 
 rule accuracy:
     input:
-        measurements=get_all_measurements(),
-        cutout_indexes=get_all_cutout_indexes(),
+        measured=get_records("measure"),
     output:
         report(
             "results/validation/accuracy.csv",
