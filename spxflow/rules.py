@@ -237,11 +237,11 @@ def measure(
     archive = make_archive(science.archive, runtime.archive, os.path.join(data_dir, "cache"))
     calibration_set = load_calibration(read_json(calibration_index_path), f"chunk {chunk}")
     # Only this chunk's rows of the batch's table.
-    rows = pd.read_parquet(discovery_path, filters=[("source", "in", list(outs))])
-    discovered = discovered_by_source(rows, list(outs))
+    table = pd.read_parquet(discovery_path, filters=[("source", "in", list(outs))])
+    discovered = discovered_by_source(table, list(outs))
     progress = _Progress("measure", chunk, len(outs))
     for source, out in outs.items():
-        rows = measure_source(
+        n_rows = measure_source(
             science,
             runtime,
             source,
@@ -255,7 +255,7 @@ def measure(
             calibration_set=calibration_set,
             discovered=discovered[source],
         )
-        progress.step(source, rows)
+        progress.step(source, n_rows)
     write_json_atomic(record, chunk_record("measure", chunk, _files(outs)))
 
 
