@@ -90,6 +90,13 @@ def stage_outputs(stage: str, sources: list[str]) -> dict[str, list[str]]:
     return {k: [v.format(source=s) for s in sources] for k, v in STAGE_OUTPUTS[stage].items()}
 
 
+def record_then_outputs(stage: str, chunk: str, sources: list[str]) -> dict[str, object]:
+    """A chunk rule's named outputs with its record first: Snakemake finds the job of a
+    requested file by matching the rule's outputs in order (a regex each), and the next stage
+    requests the record."""
+    return {"record": record_path(stage, chunk), **stage_outputs(stage, sources)}
+
+
 def chunk_record(stage: str, chunk: str, files: dict[str, dict[str, str]]) -> dict:
     """What a chunk job writes last: its sources, in order, and each one's files."""
     return {"stage": stage, "chunk": chunk, "sources": list(files), "files": files}

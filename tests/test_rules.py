@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 
 import pandas as pd
@@ -286,7 +287,7 @@ def test_summary_accuracy_and_check(work):
         rules.check("results/provenance", "results/qa", "results/check.json")
 
 
-def test_a_chunk_job_measures_its_sources_then_writes_its_record_last(work, monkeypatch):
+def test_a_chunk_job_measures_its_sources_then_writes_its_record_last(work, monkeypatch, caplog):
     second = {"name": "Second", "ra_deg": 100.3, "dec_deg": -10.1, "cutout_size_arcsec": 45.0}
     targets = {SOURCE: TARGET, "Second": second}
     outs = {
@@ -305,9 +306,17 @@ def test_a_chunk_job_measures_its_sources_then_writes_its_record_last(work, monk
     written = []
     real = rules.write_json_atomic
     monkeypatch.setattr(rules, "write_json_atomic", lambda p, o: written.append(p) or real(p, o))
+    caplog.set_level(logging.INFO, logger="spxflow.rules")
     rules.measure(SCIENCE, RUNTIME, "c000000", targets, {s: [] for s in targets}, table,
                   CAL_INDEX, outs, record)  # fmt: skip
     assert written[-1] == record
+    # A line per source: its photometry cost, then the chunk's progress with an ETA.
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(f"photometry of {N_IMAGES} images in" in m for m in lines) == 2
+    assert [m.split(": ", 1)[1].split(" (")[0] for m in lines if "sources done" in m] == [
+        "1/2 sources done", "2/2 sources done"
+    ]  # fmt: skip
+    assert all("measurements/s" in m and "ETA" in m for m in lines if "sources done" in m)
     everything = {p for o in outs.values() for p in dataclasses.astuple(o)} | {record}
     assert not set(reads) & everything, "an output was read back"
     content = read_json(record)

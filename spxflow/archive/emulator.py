@@ -422,7 +422,7 @@ class _Handler(LoopbackHandler):
             code, body, ctype = self._sia(params)
         elif kind == "tap":
             if params.get("BAD_BODY"):
-                code, body = 400, tapserve.error_votable(f"bad request: {params['BAD_BODY'][0]}")
+                code, body = 400, error_votable_bytes(f"bad request: {params['BAD_BODY'][0]}")
                 ctype = "application/x-votable+xml"
             else:
                 code, body, ctype = tapserve.answer(

@@ -32,7 +32,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 import pandas as pd
 
-from spxflow.archive.sia import _VOT_DATATYPE, SIA_DTYPES
+from spxflow.archive.sia import _VOT_DATATYPE, SIA_DTYPES, error_votable_bytes
 from spxflow.format import SIA_COLUMN_NAMES
 
 IRSA_PREFIX = "https://irsa.ipac.caltech.edu/"
@@ -110,7 +110,7 @@ def answer(archive, params: dict[str, list[str]], files: dict[str, bytes], max_r
     try:
         return 200, _answer(archive, params, files, max_rows), "application/x-votable+xml"
     except TapRequestError as exc:
-        return 400, error_votable(str(exc)), "application/x-votable+xml"
+        return 400, error_votable_bytes(str(exc)), "application/x-votable+xml"
 
 
 def _one(params, name, default=None):
@@ -221,14 +221,3 @@ def _votable(rows: pd.DataFrame, cols: list[str], status: str) -> bytes:
         + (f'<INFO name="QUERY_STATUS" value="{status}"/>\n' if status != "OK" else "")
         + "</RESOURCE>\n</VOTABLE>\n"
     ).encode("utf-8")
-
-
-def error_votable(message: str) -> bytes:
-    """A TAP error document: ``QUERY_STATUS=ERROR`` with the message."""
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">\n'
-        '<RESOURCE type="results">\n'
-        f'<INFO name="QUERY_STATUS" value="ERROR">{escape(message)}</INFO>\n'
-        "</RESOURCE>\n</VOTABLE>\n"
-    ).encode()

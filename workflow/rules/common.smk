@@ -12,6 +12,7 @@ from spxflow.chunks import (
     discovery_table,
     missing_outputs,
     record_path,
+    record_then_outputs,
     stage_outputs,
 )
 from spxflow.config import config_schema, validate_config

@@ -1,9 +1,10 @@
 # Pixels and photometry of the sources of one chunk (`sources_per_job`) in one job,
 # with every output at its per-source path: Snakemake costs per job, and a new interpreter per
-# job costs seconds. Their discovery rows come from their batch's table (discovery.smk). Cutouts never become a directory() output; they live in
-# data/cutouts/{source}/ while the job runs (bounded by max_live_cutout_gb) and are deleted
-# when the source is measured unless cleanup=never. Products are a separate rule, so a deleted
-# spectrum or plot is rebuilt from the measurements without re-downloading.
+# job costs seconds. Their discovery rows come from their batch's table (discovery.smk).
+# Cutouts never become a directory() output; they live in data/cutouts/{source}/ while the job
+# runs (bounded by max_live_cutout_gb) and are deleted when the source is measured unless
+# cleanup=never. Products are a separate rule, so a deleted spectrum or plot is rebuilt from
+# the measurements without re-downloading.
 for chunk, members in CHUNKS.items():
 
     rule:
@@ -13,9 +14,7 @@ for chunk, members in CHUNKS.items():
             discovery=discovery_table(BATCH_OF[chunk]),
             calibration_index=CALIBRATION_INDEX,
         output:
-            **stage_outputs("measure", members),
-            # The record first: Snakemake finds a requested file by scanning a rule's outputs.
-            record=record_path("measure", chunk),
+            **record_then_outputs("measure", chunk, members),
         log:
             f"logs/measure/{chunk}.log",
         benchmark:
