@@ -365,8 +365,8 @@ def measure_source(
             releases=[e["release"] for e in ok],
         )
     if ok:
-        # The in-job photometry cost (issue-14 target: <= 2 ms a measurement); a cutout
-        # file is also read and its WCS solved in this step.
+        # The photometry cost inside the job, per source (benchmarks/bench_catalog.py adds
+        # these lines up); with cutout files it includes reading them and solving the WCS.
         dt = time.perf_counter() - t_fit
         log.info(
             "source %s: photometry of %d images in %.3f s (%.2f ms each)",

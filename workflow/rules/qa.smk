@@ -1,6 +1,7 @@
 # Full QA (qa_level: full): one PNG per measurement for each source of a chunk, never touching
 # science outputs.
 for chunk, members in CHUNKS.items():
+    _qa = stage_outputs("qa_full", members)
 
     rule:
         # Drawn from the windows kept in the stamps file, or from cutouts where cleanup=never
@@ -12,8 +13,8 @@ for chunk, members in CHUNKS.items():
             calibration_index=CALIBRATION_INDEX,
         output:
             record=record_path("qa_full", chunk),
-            pngs=[directory(p) for p in stage_outputs("qa_full", members)["pngs"]],
-            manifest=stage_outputs("qa_full", members)["manifest"],
+            pngs=[directory(p) for p in _qa["pngs"]],
+            manifest=_qa["manifest"],
         log:
             f"logs/qa_full/{chunk}.log",
         benchmark:
